@@ -1,0 +1,231 @@
+"""The `hypertrack-gateway` command: serve, grpc, http, accounts create, seed, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import multiprocessing
+import queue
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvloop
+
+from gateway import config
+from gateway.config import OneLineParser
+from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET, REFERENCE_ORDER, install_demo
+from gateway.observability.logs import configure_logging
+from gateway.protos import SERVICE_NAME
+from gateway.runtime import Running, open_store, run_until_signalled
+from gateway.seed import seed_orders
+from gateway.service.credentials import hash_secret, new_secret
+
+log = logging.getLogger("hypertrack_gateway")
+
+_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+WORKER_START_TIMEOUT_S = 60.0
+
+
+def account_id(text: str) -> str:
+    if not _ACCOUNT_ID.match(text):
+        raise ValueError(f"must be 1 to 64 letters, digits, '_', '.' or '-', not {text!r}")
+    return text
+
+
+def build_parser(environ: Any) -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="hypertrack-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add = config.add_options
+
+    serve = commands.add_parser("serve", help="REST and gRPC in one process (the embedded default)")
+    add(serve, config.SERVE_OPTIONS, environ)
+    grpc_only = commands.add_parser("grpc", help="only the gRPC server")
+    add(grpc_only, config.GRPC_OPTIONS, environ)
+    http_only = commands.add_parser("http", help="only the REST front end, in front of gRPC servers (--backend)")
+    add(http_only, config.HTTP_OPTIONS, environ)
+
+    accounts = commands.add_parser("accounts", help="manage accounts")
+    account_commands = accounts.add_subparsers(dest="accounts_command", required=True, parser_class=OneLineParser)
+    create = account_commands.add_parser("create", help="create an account; prints ACCOUNT_ID:SECRET_KEY once")
+    add(create, (config.DATABASE,), environ)
+    create.add_argument("account_id", type=config._argparse_type(config.Option("ACCOUNT_ID", account_id, None, "")))
+
+    seed = commands.add_parser("seed", help="create N open orders for load tests")
+    add(seed, (config.DATABASE, config.ACCOUNT, config.COUNT, config.PREFIX), environ)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    add(migrate, (config.DATABASE,), environ)
+    return parser
+
+
+def _shown_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def banner(args: argparse.Namespace, mode: str, http_port: int | None, grpc_port: int | None) -> str:
+    host = _shown_host(args.host)
+    scheme = "https" if getattr(args, "tls_cert", None) else "http"
+    lines = [f"hypertrack-gateway {mode}: {args.workers} worker(s)"]
+    if http_port is not None:
+        backend = "in-process" if mode == "serve" else args.backend
+        lines.append(f"  REST  {scheme}://{host}:{http_port}  (backend: {backend})")
+    if grpc_port is not None:
+        lines.append(f"  gRPC  {host}:{grpc_port}  ({SERVICE_NAME}, grpc.health.v1.Health, reflection)")
+    if mode != "http":
+        lines.append(f"  database  {args.database}")
+    demo = mode != "http" and not args.no_demo
+    if demo:
+        token = base64.b64encode(f"{DEMO_ACCOUNT}:{DEMO_SECRET}".encode()).decode()
+        lines.append(
+            f"Demo account, for local use only: AccountID {DEMO_ACCOUNT}, SecretKey {DEMO_SECRET}"
+        )
+        lines.append("Try:")
+        if http_port is not None:
+            insecure = " -k" if scheme == "https" else ""
+            lines.append(
+                f"  curl -s{insecure} -X POST -u {DEMO_ACCOUNT}:{DEMO_SECRET} -H 'Content-Type: application/json'"
+                f" -d '{{}}' {scheme}://{host}:{http_port}/orders/{REFERENCE_ORDER}/cancel"
+            )
+        if grpc_port is not None and scheme == "http":
+            lines.append(
+                f"  grpcurl -plaintext -H 'authorization: Basic {token}'"
+                f" -d '{{\"order_handle\": \"{REFERENCE_ORDER}\"}}'"
+                f" {host}:{grpc_port} {SERVICE_NAME}/GetOrder"
+            )
+    return "\n".join(lines)
+
+
+async def _prepare_database(args: argparse.Namespace, demo: bool) -> None:
+    store = await open_store(args.database)
+    try:
+        if demo:
+            await install_demo(store)
+    finally:
+        await store.close()
+
+
+def _worker(mode: str, args: argparse.Namespace, ready: Any) -> None:
+    configure_logging(args.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor relays SIGINT as SIGTERM
+
+    def announce(running: Running) -> None:
+        ready.put("ready")
+
+    sys.exit(uvloop.run(run_until_signalled(mode, args, reuse_port=True, announce=announce)))
+
+
+def _supervise(mode: str, args: argparse.Namespace) -> int:
+    """Run `--workers` processes sharing the ports; relay SIGTERM/SIGINT; exit 0 when all did."""
+    ports = {"grpc": [args.grpc_port], "http": [args.http_port]}.get(mode, [args.http_port, args.grpc_port])
+    if 0 in ports:
+        print("hypertrack-gateway: error: --workers above 1 needs fixed ports, not 0", file=sys.stderr)
+        return 2
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    workers = [context.Process(target=_worker, args=(mode, args, ready), daemon=False) for _ in range(args.workers)]
+    for worker in workers:
+        worker.start()
+
+    def relay(signum: int, frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                worker.terminate()
+
+    signal.signal(signal.SIGTERM, relay)
+    signal.signal(signal.SIGINT, relay)
+    try:
+        for _ in workers:
+            ready.get(timeout=WORKER_START_TIMEOUT_S)
+    except queue.Empty:
+        relay(signal.SIGTERM, None)
+        for worker in workers:
+            worker.join()
+        print("hypertrack-gateway: error: a worker failed to start", file=sys.stderr)
+        return 1
+    http_port = None if mode == "grpc" else args.http_port
+    grpc_port = None if mode == "http" else args.grpc_port
+    print(banner(args, mode, http_port, grpc_port), flush=True)
+    for worker in workers:
+        worker.join()
+    return 0 if all(w.exitcode == 0 for w in workers) else 1
+
+
+def run_service(mode: str, args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    if mode != "http":
+        demo = not args.no_demo
+        uvloop.run(_prepare_database(args, demo))
+        if demo:
+            log.warning(
+                "demo account created for local use only",
+                extra={"account_id": DEMO_ACCOUNT},
+            )
+    if args.workers > 1:
+        return _supervise(mode, args)
+
+    def announce(running: Running) -> None:
+        http_port = running.rest.port if running.rest is not None else None
+        grpc_port = running.grpc.port if running.grpc is not None else None
+        print(banner(args, mode, http_port, grpc_port), flush=True)
+
+    return uvloop.run(run_until_signalled(mode, args, reuse_port=False, announce=announce))
+
+
+async def _create_account(args: argparse.Namespace) -> int:
+    store = await open_store(args.database)
+    try:
+        secret = new_secret()
+        if not await store.create_account(args.account_id, hash_secret(secret)):
+            print(f"hypertrack-gateway: error: account {args.account_id!r} exists already", file=sys.stderr)
+            return 1
+    finally:
+        await store.close()
+    print(f"{args.account_id}:{secret}", flush=True)
+    return 0
+
+
+async def _seed(args: argparse.Namespace) -> int:
+    store = await open_store(args.database)
+    try:
+        if await store.account_secret_hash(args.account) is None:
+            print(f"hypertrack-gateway: error: no account {args.account!r}", file=sys.stderr)
+            return 1
+        created = await seed_orders(store, args.account, args.count, args.prefix)
+    finally:
+        await store.close()
+    print(f"seeded {created} open orders ({args.prefix}0 ... {args.prefix}{args.count - 1}) for {args.account}")
+    return 0
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    store = await open_store(args.database)
+    await store.close()
+    print(f"schema of {args.database} is up to date")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(config.environ())
+    args = parser.parse_args(argv)
+    config.check_pairs(parser, args)
+    if args.command in ("serve", "grpc", "http"):
+        if args.command == "http" and args.backend is None:
+            parser.error("http needs --backend HOST:PORT (or HYPERTRACK_GATEWAY_BACKEND)")
+        return run_service(args.command, args)
+    if args.command == "seed" and (args.account is None or args.count is None):
+        parser.error("seed needs --account and --count")
+    commands = {"accounts": _create_account, "seed": _seed, "migrate": _migrate}
+    try:
+        return asyncio.run(commands[args.command](args))
+    except Exception as error:  # noqa: BLE001 - one clear line for a command-line tool
+        print(f"hypertrack-gateway: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""Configuration: command-line flags, each with a `HYPERTRACK_GATEWAY_<FLAG>` environment
+variable, parsed and validated once at start-up. A bad value stops the program with one
+line that names the setting and what is wrong, and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+ENV_PREFIX = "HYPERTRACK_GATEWAY_"
+DEFAULT_DATABASE = "sqlite:///var/hypertrack-gateway.db"
+
+
+class ConfigError(Exception):
+    """A setting with a bad value: `setting` names the flag or variable."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+
+
+def port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError(f"must be a port number from 0 to 65535, not {text!r}")
+    return int(text)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def host(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"must be a host name or IP address, not {text!r}")
+    if text.replace(".", "").isdigit():
+        ipaddress.ip_address(text)  # raises ValueError on 999.1.1.1
+    return text
+
+
+def database_url(text: str) -> str:
+    if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    if re.match(r"^postgres(ql)?://", text):
+        return text
+    raise ValueError(f"must be sqlite:///PATH or postgresql://..., not {text!r}")
+
+
+def backend_target(text: str) -> str:
+    if re.match(r"^(dns:///)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$", text):
+        return text
+    raise ValueError(f"must be HOST:PORT or dns:///NAME:PORT, not {text!r}")
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(f"no such file: {text!r}")
+    return path
+
+
+def log_level(text: str) -> str:
+    if text.lower() not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"must be debug, info, warning or error, not {text!r}")
+    return text.lower()
+
+
+def boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false, not {text!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, how its value is parsed, its default, and what it is for."""
+
+    flag: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    is_switch: bool = False
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+HOST = Option("--host", host, "127.0.0.1", "address to listen on")
+HTTP_PORT = Option("--http-port", port, 8080, "REST port (0 picks a free one)")
+GRPC_PORT = Option("--grpc-port", port, 50051, "gRPC port (0 picks a free one)")
+DATABASE = Option("--database", database_url, DEFAULT_DATABASE, "sqlite:///PATH or postgresql://...")
+NO_DEMO = Option("--no-demo", boolean, False, "do not create the demo account and orders", is_switch=True)
+WORKERS = Option("--workers", positive_int, 1, "processes sharing the ports (SO_REUSEPORT)")
+BACKEND = Option("--backend", backend_target, None, "gRPC servers to call: HOST:PORT or dns:///NAME:PORT")
+GRACE = Option("--grace", positive_float, 10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
+DEFAULT_TIMEOUT = Option("--default-timeout", positive_float, 10.0, "deadline of a REST call without Grpc-Timeout")
+MAX_TIMEOUT = Option("--max-timeout", positive_float, 60.0, "cap on any REST call's deadline")
+MAX_BODY = Option("--max-body-bytes", positive_int, 65536, "largest REST request body (else 413)")
+BODY_TIMEOUT = Option("--body-timeout", positive_float, 10.0, "seconds a REST request body may take to arrive")
+LOG_LEVEL = Option("--log-level", log_level, "info", "debug, info, warning or error")
+TLS_CERT = Option("--tls-cert", existing_file, None, "PEM certificate chain: serve REST and gRPC over TLS")
+TLS_KEY = Option("--tls-key", existing_file, None, "PEM private key of --tls-cert")
+TLS_CLIENT_CA = Option("--tls-client-ca", existing_file, None, "PEM CA: gRPC clients must present a certificate it signed")
+BACKEND_CA = Option("--backend-ca", existing_file, None, "PEM CA to trust for a TLS --backend")
+BACKEND_CERT = Option("--backend-cert", existing_file, None, "PEM client certificate for a mutual-TLS --backend")
+BACKEND_KEY = Option("--backend-key", existing_file, None, "PEM private key of --backend-cert")
+ACCOUNT = Option("--account", str, None, "account id")
+COUNT = Option("--count", positive_int, None, "how many orders")
+PREFIX = Option("--prefix", str, "load-", "handle prefix")
+
+SERVE_OPTIONS = (HOST, HTTP_PORT, GRPC_PORT, DATABASE, NO_DEMO, WORKERS, GRACE, DEFAULT_TIMEOUT, MAX_TIMEOUT,
+                 MAX_BODY, BODY_TIMEOUT, LOG_LEVEL, TLS_CERT, TLS_KEY, TLS_CLIENT_CA)
+GRPC_OPTIONS = (HOST, GRPC_PORT, DATABASE, NO_DEMO, WORKERS, GRACE, LOG_LEVEL, TLS_CERT, TLS_KEY, TLS_CLIENT_CA)
+HTTP_OPTIONS = (HOST, HTTP_PORT, BACKEND, DATABASE, WORKERS, GRACE, DEFAULT_TIMEOUT, MAX_TIMEOUT, MAX_BODY,
+                BODY_TIMEOUT, LOG_LEVEL, TLS_CERT, TLS_KEY, BACKEND_CA, BACKEND_CERT, BACKEND_KEY)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Errors are one line on stderr and exit status 2, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], environ: Mapping[str, str]) -> None:
+    """Add each option as a flag whose default comes from its environment variable, if set."""
+    for option in options:
+        default = option.default
+        if option.env in environ:
+            try:
+                default = option.parse(environ[option.env])
+            except ValueError as error:
+                parser.exit(2, f"{parser.prog}: error: {option.env}: {error}\n")
+        help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
+        if option.is_switch:
+            parser.add_argument(option.flag, dest=option.dest, action="store_true", default=default, help=help_text)
+        else:
+            parser.add_argument(
+                option.flag, dest=option.dest, type=_argparse_type(option), default=default, help=help_text
+            )
+
+
+def _argparse_type(option: Option) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = option.dest
+    return parse
+
+
+def check_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Settings that only make sense together."""
+    pairs = (("tls_cert", "tls_key"), ("backend_cert", "backend_key"))
+    for first, second in pairs:
+        if (getattr(args, first, None) is None) != (getattr(args, second, None) is None):
+            parser.error(f"--{first.replace('_', '-')} and --{second.replace('_', '-')} go together")
+    if getattr(args, "tls_client_ca", None) is not None and getattr(args, "tls_cert", None) is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if getattr(args, "default_timeout", 0) > getattr(args, "max_timeout", float("inf")):
+        parser.error("--default-timeout must not exceed --max-timeout")
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment: read here, at the edge, and nowhere else."""
+    return os.environ

@@ -1,0 +1,63 @@
+"""The errors the order rules raise. Transports map each kind to their own status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field, named by its path in the request message (`orders[0].type_index`)."""
+
+    field: str
+    description: str
+
+
+@dataclass
+class OrderError(Exception):
+    """Base of the rule errors: a machine-readable reason, a message, and string metadata."""
+
+    reason: str
+    message: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class NotFound(OrderError):
+    """No record matches (also for another account's handle)."""
+
+
+@dataclass
+class InvalidArgument(OrderError):
+    """The request is malformed; `violations` name the fields."""
+
+    violations: list[FieldViolation] = field(default_factory=list)
+
+
+@dataclass
+class FailedPrecondition(OrderError):
+    """The order's status does not allow the call."""
+
+
+@dataclass
+class AlreadyExists(OrderError):
+    """The call would create a record that exists already."""
+
+
+@dataclass
+class Unauthenticated(OrderError):
+    """Missing, malformed or wrong credentials."""
+
+
+@dataclass
+class Unavailable(OrderError):
+    """The store cannot be reached or stayed busy past the deadline."""
+
+
+def invalid(reason: str, violations: list[FieldViolation]) -> InvalidArgument:
+    """An InvalidArgument whose message lists its violations."""
+    message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return InvalidArgument(reason, message or "invalid request", {}, violations)

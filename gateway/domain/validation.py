@@ -1,0 +1,90 @@
+"""Field checks of requests, the same for every transport. Each collects FieldViolations."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+
+from gateway.domain.errors import FieldViolation, invalid
+from gateway.domain.targets import OrderQuery
+from gateway.protos import json_pb2, order_pb2
+
+MAX_HANDLE_LENGTH = 255
+MAX_TEXT_LENGTH = 1024
+MAX_METADATA_BYTES = 64 * 1024
+MAX_ORDERS_PER_ROUTE = 100
+INT32_MAX = 2**31 - 1
+
+
+def _has_control_character(value: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in value)
+
+
+def check_handle(field: str, value: str, violations: list[FieldViolation]) -> None:
+    """A handle: 1 to 255 characters, any Unicode except control characters."""
+    if not 1 <= len(value) <= MAX_HANDLE_LENGTH:
+        violations.append(FieldViolation(field, f"must be 1 to {MAX_HANDLE_LENGTH} characters"))
+    elif not value.isprintable() and _has_control_character(value):
+        violations.append(FieldViolation(field, "must not contain control characters"))
+
+
+def check_text(field: str, value: str, violations: list[FieldViolation]) -> None:
+    """A free-text field: at most 1024 characters, no control characters."""
+    if len(value) > MAX_TEXT_LENGTH:
+        violations.append(FieldViolation(field, f"must be at most {MAX_TEXT_LENGTH} characters"))
+    elif not value.isprintable() and _has_control_character(value):
+        violations.append(FieldViolation(field, "must not contain control characters"))
+
+
+def check_non_negative(field: str, value: int, violations: list[FieldViolation]) -> None:
+    if value < 0:
+        violations.append(FieldViolation(field, "must be an integer >= 0"))
+
+
+def check_metadata(field: str, metadata: json_pb2.JsonObject, violations: list[FieldViolation]) -> None:
+    """Metadata: unique keys, finite numbers, at most 64 KiB."""
+    if metadata.ByteSize() > MAX_METADATA_BYTES:
+        violations.append(FieldViolation(field, f"must be at most {MAX_METADATA_BYTES} bytes"))
+        return
+    _check_object(field, metadata, violations)
+
+
+def _check_object(field: str, obj: json_pb2.JsonObject, violations: list[FieldViolation]) -> None:
+    seen: set[str] = set()
+    for member in obj.members:
+        if member.key in seen:
+            violations.append(FieldViolation(field, f"key {member.key!r} is given more than once"))
+        seen.add(member.key)
+        _check_value(f"{field}.{member.key}", member.value, violations)
+
+
+def _check_value(field: str, value: json_pb2.JsonValue, violations: list[FieldViolation]) -> None:
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        violations.append(FieldViolation(field, "must be a JSON value"))
+    elif kind == "number_value" and not math.isfinite(value.number_value):
+        violations.append(FieldViolation(field, "must be a finite number"))
+    elif kind == "object_value":
+        _check_object(field, value.object_value, violations)
+    elif kind == "array_value":
+        for i, item in enumerate(value.array_value.values):
+            _check_value(f"{field}[{i}]", item, violations)
+
+
+def check_point(field: str, point: order_pb2.Point, violations: list[FieldViolation]) -> None:
+    if not (math.isfinite(point.longitude) and -180 <= point.longitude <= 180):
+        violations.append(FieldViolation(f"{field}.longitude", "must be a longitude from -180 to 180"))
+    if not (math.isfinite(point.latitude) and -90 <= point.latitude <= 90):
+        violations.append(FieldViolation(f"{field}.latitude", "must be a latitude from -90 to 90"))
+
+
+def check_query(query: OrderQuery) -> None:
+    """The fields that name a record; raises InvalidArgument."""
+    violations: list[FieldViolation] = []
+    check_handle("order_handle", query.order_handle, violations)
+    if query.type_index is not None:
+        check_non_negative("type_index", query.type_index, violations)
+    if query.fulfillment_attempt is not None:
+        check_non_negative("fulfillment_attempt", query.fulfillment_attempt, violations)
+    if violations:
+        raise invalid("INVALID_ARGUMENT", violations)

@@ -1,0 +1,58 @@
+"""Enum values as JSON strings: the value name without the enum's prefix, in lower case.
+
+`ORDER_STATUS_CANCELLED` of `OrderStatus` is `"cancelled"`; `TRACK_MODE_ON_TIME` of `TrackMode` is
+`"on_time"`. The tables are computed once per enum from its descriptor.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from google.protobuf.descriptor import EnumDescriptor
+
+# Word boundaries of a CamelCase name: before an upper-case letter that follows a lower-case letter or a
+# digit, and before the last upper-case letter of an acronym that is followed by a lower-case one
+# (`HTTPStatus` -> `HTTP_STATUS`).
+_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def enum_prefix(enum: EnumDescriptor) -> str:
+    """The prefix of the enum's value names: its name in UPPER_SNAKE case and `_`."""
+    return _WORD_BOUNDARY.sub("_", enum.name).upper() + "_"
+
+
+class NumberNames(dict[int, "str | int"]):
+    """Number -> JSON name. A number the enum does not declare (proto3 enums are open) is written as
+    the number itself, as the proto3 JSON mapping does, rather than failing the whole response."""
+
+    def __missing__(self, number: int) -> str | int:
+        return number
+
+
+@dataclass(frozen=True, slots=True)
+class EnumNames:
+    """The JSON names of one enum's values, both ways."""
+
+    by_number: NumberNames
+    by_name: dict[str, int]
+
+    def choices(self, *, with_zero: bool) -> list[str]:
+        """The names a request may use, for violation messages."""
+        return [name for name, number in self.by_name.items() if with_zero or number != 0]
+
+
+def enum_names(enum: EnumDescriptor) -> EnumNames:
+    """The JSON names of the enum's values; ValueError if two values would get the same name."""
+    prefix = enum_prefix(enum)
+    by_number = NumberNames()
+    by_name: dict[str, int] = {}
+    for value in enum.values:
+        # A value outside the naming convention keeps its whole name rather than being cut wrongly.
+        name = (value.name.removeprefix(prefix) if value.name.startswith(prefix) else value.name).lower()
+        if by_name.get(name, value.number) != value.number:
+            raise ValueError(f"{enum.full_name}: two values map to the JSON name {name!r}")
+        by_name[name] = value.number
+        # With allow_alias the first name of a number is its canonical one.
+        by_number.setdefault(value.number, name)
+    return EnumNames(by_number, by_name)

@@ -1,0 +1,113 @@
+"""`Point` and `LineString` as GeoJSON geometries.
+
+A Point is `{"type": "Point", "coordinates": [longitude, latitude]}`; a LineString of tracked positions
+is `{"type": "LineString", "coordinates": [[longitude, latitude, altitude, "<recorded_at>"], ...]}`.
+Ranges (a latitude within -90..90) are a rule of the domain, checked there; this module checks shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gateway.domain.errors import FieldViolation
+from gateway.jsonmap.contracts import UNKNOWN_FIELD, Json, child_path, item_path
+from gateway.jsonmap.timestamps import decode_timestamp_into, encode_timestamp
+from gateway.protos import order_pb2
+
+_MEMBERS = frozenset({"type", "coordinates"})
+
+POINT_SHAPE = 'must be a GeoJSON Point: {"type": "Point", "coordinates": [longitude, latitude]}'
+POINT_TYPE = 'must have "type": "Point"'
+POINT_COORDINATES = "coordinates must be [longitude, latitude], two finite numbers"
+LINE_SHAPE = 'must be a GeoJSON LineString: {"type": "LineString", "coordinates": [...]}'
+LINE_TYPE = 'must have "type": "LineString"'
+LINE_COORDINATES = 'coordinates must be an array of [longitude, latitude, altitude, "<timestamp>"]'
+POSITION = 'must be [longitude, latitude, altitude, "<timestamp>"], three finite numbers and a timestamp'
+
+
+def encode_point(point: order_pb2.Point) -> dict[str, Json]:
+    """The GeoJSON Point."""
+    return {"type": "Point", "coordinates": [point.longitude, point.latitude]}
+
+
+def encode_line_string(line: order_pb2.LineString) -> dict[str, Json]:
+    """The GeoJSON LineString; a position without a time has `null` in its place."""
+    return {
+        "type": "LineString",
+        "coordinates": [
+            [
+                p.longitude,
+                p.latitude,
+                p.altitude,
+                encode_timestamp(p.recorded_at) if p.HasField("recorded_at") else None,
+            ]
+            for p in line.points
+        ],
+    }
+
+
+def _finite_numbers(values: list[object]) -> list[float] | None:
+    """The values as floats when all are finite JSON numbers, else None."""
+    numbers: list[float] = []
+    for value in values:
+        # bool is an int to Python but not a number to JSON; huge ints overflow float().
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        if not math.isfinite(number):
+            return None
+        numbers.append(number)
+    return numbers
+
+
+def decode_point_into(
+    point: order_pb2.Point, data: object, path: str, violations: list[FieldViolation]
+) -> None:
+    """Fills a Point from a GeoJSON Point."""
+    if not isinstance(data, dict):
+        violations.append(FieldViolation(path, POINT_SHAPE))
+        return
+    violations.extend(FieldViolation(child_path(path, key), UNKNOWN_FIELD) for key in data if key not in _MEMBERS)
+    if data.get("type") != "Point":
+        violations.append(FieldViolation(path, POINT_TYPE))
+    coordinates = data.get("coordinates")
+    numbers = _finite_numbers(coordinates) if isinstance(coordinates, list) and len(coordinates) == 2 else None
+    if numbers is None:
+        violations.append(FieldViolation(path, POINT_COORDINATES))
+        return
+    point.longitude, point.latitude = numbers
+
+
+def decode_line_string_into(
+    line: order_pb2.LineString, data: object, path: str, violations: list[FieldViolation]
+) -> None:
+    """Fills a LineString from a GeoJSON LineString; a position's problems are named by its index
+    (`polyline.points[2]`)."""
+    if not isinstance(data, dict):
+        violations.append(FieldViolation(path, LINE_SHAPE))
+        return
+    violations.extend(FieldViolation(child_path(path, key), UNKNOWN_FIELD) for key in data if key not in _MEMBERS)
+    if data.get("type") != "LineString":
+        violations.append(FieldViolation(path, LINE_TYPE))
+    coordinates = data.get("coordinates")
+    if not isinstance(coordinates, list):
+        violations.append(FieldViolation(path, LINE_COORDINATES))
+        return
+    points_path = child_path(path, "points")
+    for index, position in enumerate(coordinates):
+        position_path = item_path(points_path, index)
+        numbers = _finite_numbers(position[:3]) if isinstance(position, list) and len(position) == 4 else None
+        if numbers is None or not isinstance(position, list):
+            violations.append(FieldViolation(position_path, POSITION))
+            continue
+        point = line.points.add()
+        point.longitude, point.latitude, point.altitude = numbers
+        # null is "no time", as for any field; the encoder writes an unset time that way.
+        recorded_at = position[3]
+        if recorded_at is not None:
+            decode_timestamp_into(
+                point.recorded_at, recorded_at, child_path(position_path, "recorded_at"), violations
+            )

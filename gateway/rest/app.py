@@ -1,0 +1,180 @@
+"""The REST front end: one aiohttp handler over routes compiled from the protos' http rules.
+
+A call flows: match the route -> path, query and body into the request message ->
+the backend (in-process servicer or remote gRPC) -> the response field as JSON. Any
+failure on the way becomes one HTTP status and one `{"detail", "message"}` body.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+from google.protobuf.message import Message
+
+from gateway.domain.errors import InvalidArgument
+from gateway.jsonmap import decode, encode_json
+from gateway.protos import SERVICE_DESCRIPTOR
+from gateway.rest.backend import Backend, BackendError
+from gateway.rest.body import parse_json, read_body, require_json_content_type
+from gateway.rest.context import DeadlinePolicy, call_metadata, request_id
+from gateway.rest.errors import (
+    JSON_HEADERS,
+    RestError,
+    error_response,
+    locate,
+    rest_error_response,
+    rpc_error_response,
+    validation_error,
+)
+from gateway.rest.pattern import PathDecodeError, PathTemplate, split_path
+from gateway.rest.query import apply_query, parse_query_string
+from gateway.rest.router import MethodNotAllowed, NoRoute, Route, Router
+from gateway.rest.rules import RestCall, rest_calls
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class RestSettings:
+    """Limits of the REST front end, with their defaults."""
+
+    max_body_bytes: int = 64 * 1024
+    body_timeout_s: float = 10.0
+    deadlines: DeadlinePolicy = field(default_factory=DeadlinePolicy)
+
+
+class RequestObserver(Protocol):
+    """Told of every request when it is answered (metrics, access log)."""
+
+    def __call__(
+        self, *, route: str, method: str, status: int, seconds: float, request_id: str, remote: str | None
+    ) -> None: ...
+
+
+class RestGateway:
+    """Serves the REST calls of OrdersService, plus operational routes (`extra_routes`)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: RestSettings | None = None,
+        *,
+        extra_routes: Sequence[tuple[str, str, Handler]] = (),
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings or RestSettings()
+        self.calls = rest_calls(SERVICE_DESCRIPTOR)
+        routes: list[Route[RestCall | Handler]] = [
+            Route(method, PathTemplate.compile(path), handler) for method, path, handler in extra_routes
+        ]
+        routes += [Route(c.http_method, c.path, c) for c in self.calls]
+        self._router: Router[RestCall | Handler] = Router(routes)
+        self._observer = observer
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        rid = request_id(request.headers)
+        route_name = "unmatched"
+        try:
+            segments = split_path(request.raw_path)
+            route = self._router.match(request.method, segments)
+            route_name = route.path.template
+            if isinstance(route.target, RestCall):
+                response: web.StreamResponse = await self._forward(route.target, segments, request, rid)
+            else:
+                response = await route.target(request)
+        except RestError as error:
+            response = rest_error_response(error)
+        except NoRoute:
+            response = error_response(404, "no such route", {})
+        except MethodNotAllowed as error:
+            response = error_response(
+                405,
+                f"method {request.method} not allowed; allowed: {', '.join(error.allowed)}",
+                {"allowed": error.allowed},
+                Allow=", ".join(error.allowed),
+            )
+        response.headers["X-Request-ID"] = rid
+        if self._observer is not None:
+            self._observer(
+                route=route_name,
+                method=request.method,
+                status=response.status,
+                seconds=time.perf_counter() - started,
+                request_id=rid,
+                remote=request.remote,
+            )
+        return response
+
+    async def _forward(
+        self, call: RestCall, segments: list[str], request: web.BaseRequest, rid: str
+    ) -> web.StreamResponse:
+        message = await self._request_message(call, segments, request)
+        timeout = self.settings.deadlines.timeout(request.headers)
+        try:
+            reply = await self.backend.call(call, message, call_metadata(request.headers, rid), timeout)
+        except BackendError as error:
+            return rpc_error_response(call, error.code, error.status)
+        out = getattr(reply, call.response_body) if call.response_body else reply
+        return web.Response(status=call.success_status, body=encode_json(out), headers=JSON_HEADERS)
+
+    async def _request_message(self, call: RestCall, segments: list[str], request: web.BaseRequest) -> Message:
+        """The request message from the path, the query string and the body."""
+        try:
+            bound = call.path.bind(segments)
+        except PathDecodeError as error:
+            raise validation_error({"path": {error.field: ["must be valid percent-encoded UTF-8"]}}) from None
+        problems: dict[str, dict[str, list[str]]] = {}
+        params, query_problems = parse_query_string(request.raw_path.partition("?")[2])
+        message = call.request_class(**bound)
+        query_problems.update(apply_query(message, params, call.query_fields))
+        if query_problems:
+            problems["query"] = query_problems
+        if call.body:
+            await self._apply_body(call, message, request, bound, problems)
+        elif request.body_exists and request.content_length != 0:
+            problems.setdefault("body", {})["body"] = ["this call takes no body"]
+        if problems:
+            raise validation_error(problems)
+        return message
+
+    async def _apply_body(
+        self,
+        call: RestCall,
+        message: Message,
+        request: web.BaseRequest,
+        bound: dict[str, str],
+        problems: dict[str, dict[str, list[str]]],
+    ) -> None:
+        raw = await read_body(
+            request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_timeout_s
+        )
+        if not raw:
+            return
+        require_json_content_type(request)
+        value = parse_json(raw)
+        try:
+            if call.body == "*":
+                if not isinstance(value, dict):
+                    raise validation_error({"body": {"body": ["must be a JSON object"]}})
+                decoded = decode(call.request_class, value)
+                for name, path_value in bound.items():
+                    if name in value and getattr(decoded, name) != path_value:
+                        problems.setdefault("body", {})[name] = ["contradicts the path"]
+                decoded.MergeFrom(message)
+                message.CopyFrom(decoded)
+            else:
+                body_field = call.request_class.DESCRIPTOR.fields_by_name[call.body]
+                getattr(message, call.body).CopyFrom(decode(body_field.message_type, value, path=call.body))
+        except InvalidArgument as error:
+            for location, fields in locate(call, error.violations).items():
+                for name, messages in fields.items():
+                    problems.setdefault(location, {}).setdefault(name, []).extend(messages)

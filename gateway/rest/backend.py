@@ -1,0 +1,184 @@
+"""Where the REST front end sends its calls: the servicer in this process, or gRPC servers.
+
+Both backends take the request message, the call metadata and a timeout, and either
+return the response message or raise BackendError with the gRPC code and the
+google.rpc.Status details, so the REST side has one error path for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.protos import SERVICE_NAME
+from gateway.rest.rules import RestCall
+from gateway.rpc.servicer import OrdersServicer
+from gateway.rpc.status import details_from_metadata
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class BackendError(Exception):
+    """A failed call: its gRPC code, message, and the google.rpc.Status it carried (if any)."""
+
+    code: grpc.StatusCode
+    message: str
+    status: status_pb2.Status | None = None
+
+
+class Backend(Protocol):
+    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout: float) -> Message: ...
+
+    async def ready(self) -> bool:
+        """Whether the gRPC service reports SERVING."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+class InProcessContext:
+    """The servicer's CallContext for a call made without a socket."""
+
+    __slots__ = ("_deadline", "_metadata")
+
+    def __init__(self, metadata: Metadata, deadline: float) -> None:
+        self._metadata = metadata
+        self._deadline = deadline
+
+    def invocation_metadata(self) -> Metadata:
+        return self._metadata
+
+    def time_remaining(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+        raise _Aborted(code, details, trailing_metadata)
+
+
+class InProcessBackend:
+    """Calls the servicer's methods directly: same authentication and error path, no socket."""
+
+    def __init__(self, servicer: OrdersServicer, serving: Any) -> None:
+        """`serving` is an object with a `serving: bool` attribute (the database health)."""
+        self._servicer = servicer
+        self._serving = serving
+
+    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout: float) -> Message:
+        method = getattr(self._servicer, call.rpc.name)
+        context = InProcessContext(metadata, time.monotonic() + timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                response: Message = await method(request, context)
+                return response
+        except _Aborted as aborted:
+            raise BackendError(
+                aborted.code, aborted.details, details_from_metadata(aborted.trailing_metadata)
+            ) from None
+        except TimeoutError:
+            raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from None
+
+    async def ready(self) -> bool:
+        return bool(self._serving.serving)
+
+    async def close(self) -> None:
+        return None
+
+
+def service_config(service: ServiceDescriptor, *, max_attempts: int = 3) -> str:
+    """Round-robin over every address, and retries of UNAVAILABLE for the calls the protos
+    mark IDEMPOTENT or NO_SIDE_EFFECTS (cancel, complete, disable, get; never track)."""
+    safe = [
+        {"service": service.full_name, "method": m.name}
+        for m in service.methods
+        if m.GetOptions().idempotency_level in (MethodOptions.IDEMPOTENT, MethodOptions.NO_SIDE_EFFECTS)
+    ]
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [
+                {
+                    "name": safe,
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.05s",
+                        "maxBackoff": "0.5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """PEM roots to trust, and optionally a client certificate chain and key (mutual TLS)."""
+
+    root_certificates: bytes
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+
+
+class RemoteBackend:
+    """A grpc.aio channel to `target` (`host:port`, or `dns:///name:port` to balance over all addresses)."""
+
+    def __init__(self, target: str, service: ServiceDescriptor, calls: Sequence[RestCall], tls: ClientTls | None = None):
+        options = [("grpc.service_config", service_config(service)), ("grpc.enable_retries", 1)]
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(tls.root_certificates, tls.private_key, tls.certificate_chain)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._methods = {
+            c.rpc.full_name: self._channel.unary_unary(
+                _path(c.rpc),
+                request_serializer=c.request_class.SerializeToString,
+                response_deserializer=c.response_class.FromString,
+            )
+            for c in calls
+        }
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout: float) -> Message:
+        try:
+            response: Message = await self._methods[call.rpc.full_name](request, metadata=metadata, timeout=timeout)
+            return response
+        except grpc.aio.AioRpcError as error:
+            raise BackendError(
+                error.code(), error.details() or "", details_from_metadata(error.trailing_metadata())
+            ) from None
+
+    async def ready(self) -> bool:
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _path(rpc: MethodDescriptor) -> str:
+    return f"/{rpc.containing_service.full_name}/{rpc.name}"

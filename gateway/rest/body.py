@@ -1,0 +1,105 @@
+"""The request body: size limit, content type, and strict JSON.
+
+Strict means: UTF-8 only, no NaN or Infinity, no duplicate keys, bounded nesting. The
+standard library parser is used for request bodies because it can refuse duplicate
+keys (orjson keeps the last silently); bodies here are small, responses use orjson.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.rest.errors import RestError, validation_error
+
+MAX_DEPTH = 64
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: object, limit: int) -> bool:
+    """Whether `value` nests no deeper than `limit`."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a body; raises a 422 on the `body` location."""
+    try:
+        text = raw.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise validation_error({"body": {"body": ["must be UTF-8"]}}) from None
+    except _DuplicateKey as error:
+        raise validation_error({"body": {str(error): ["is given more than once"]}}) from None
+    except RecursionError:
+        raise validation_error({"body": {"body": [f"is nested deeper than {MAX_DEPTH} levels"]}}) from None
+    except ValueError as error:
+        raise validation_error({"body": {"body": [f"is not valid JSON: {error}"]}}) from None
+    if not _depth(value, MAX_DEPTH):
+        raise validation_error({"body": {"body": [f"is nested deeper than {MAX_DEPTH} levels"]}})
+    return value
+
+
+async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, at most `max_bytes` (else 413), within `timeout_s` (else 408)."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise RestError(413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes})
+    if not request.body_exists:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise RestError(413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes})
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RestError(
+            408, f"the body did not arrive within {timeout_s:g} seconds", {}, {"Connection": "close"}
+        ) from None
+    return b"".join(chunks)
+
+
+def require_json_content_type(request: web.BaseRequest) -> None:
+    """A body must say it is JSON; anything else is 415."""
+    content_type = request.headers.get("Content-Type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        shown = media_type or "none"
+        raise RestError(
+            415,
+            f"the body must be application/json (Content-Type was {shown})",
+            {"content_type": shown},
+        )

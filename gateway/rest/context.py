@@ -1,0 +1,59 @@
+"""Request headers into gRPC call context: credentials, request id, trace context, deadline.
+
+As grpc-gateway's runtime/context.go: `Authorization` becomes `authorization` metadata,
+`X-Request-ID` is kept (or made) and passed on, `traceparent`/`tracestate` pass through,
+and `Grpc-Timeout` becomes the call's deadline, with a default and a cap.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.rest.errors import validation_error
+
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_GRPC_TIMEOUT = re.compile(r"^([0-9]{1,8})([HMSmun])$")
+_UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlinePolicy:
+    """Deadline of a forwarded call: the caller's Grpc-Timeout, else `default_s`, never over `max_s`."""
+
+    default_s: float = 10.0
+    max_s: float = 60.0
+
+    def timeout(self, headers: Mapping[str, str]) -> float:
+        raw = headers.get("Grpc-Timeout")
+        if raw is None:
+            return min(self.default_s, self.max_s)
+        match = _GRPC_TIMEOUT.match(raw.strip())
+        if match is None:
+            raise validation_error(
+                {"header": {"Grpc-Timeout": ["must be 1 to 8 digits and a unit: H, M, S, m, u or n (e.g. 5S)"]}}
+            )
+        return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], self.max_s)
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The caller's X-Request-ID when it is printable ASCII of at most 128 characters, else a new one."""
+    given = headers.get("X-Request-ID")
+    if given is not None and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def call_metadata(headers: Mapping[str, str], rid: str) -> tuple[tuple[str, str], ...]:
+    metadata = [("x-request-id", rid)]
+    authorization = headers.get("Authorization")
+    if authorization is not None:
+        metadata.append(("authorization", authorization))
+    for name in _TRACE_HEADERS:
+        value = headers.get(name)
+        if value is not None and value.isascii() and value.isprintable():
+            metadata.append((name, value))
+    return tuple(metadata)

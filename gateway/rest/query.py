@@ -1,0 +1,102 @@
+"""The query string, typed into request fields by their descriptors. Strict: unknown,
+repeated and malformed parameters are refused, each named in the 422 `query` detail."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import unquote_to_bytes
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from gateway.jsonmap.enums import enum_names
+
+_INT_TYPES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+
+
+def _decode(part: str) -> str:
+    return unquote_to_bytes(part.replace("+", " ")).decode("utf-8")
+
+
+def parse_query_string(raw: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The parameters of a raw query string, and problems keyed by parameter name."""
+    params: dict[str, str] = {}
+    problems: dict[str, list[str]] = {}
+    for pair in raw.split("&") if raw else ():
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition("=")
+        try:
+            name = _decode(raw_name)
+        except UnicodeDecodeError:
+            problems.setdefault("query", []).append("parameter names must be valid percent-encoded UTF-8")
+            continue
+        try:
+            value = _decode(raw_value)
+        except UnicodeDecodeError:
+            problems.setdefault(name, []).append("must be valid percent-encoded UTF-8")
+            continue
+        if name in params:
+            problems.setdefault(name, []).append("is given more than once")
+        params[name] = value
+    return params, problems
+
+
+def _typed(field: FieldDescriptor, value: str) -> object:
+    """The value of `field` that `value` spells; raises ValueError with what is expected."""
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        names = enum_names(field.enum_type)
+        number = names.by_name.get(value)
+        if number is None or number == 0:
+            raise ValueError("must be one of: " + ", ".join(names.choices(with_zero=False)))
+        return number
+    if field.type in _INT_TYPES:
+        low, high = _INT_TYPES[field.type]
+        text = value.strip()
+        if not text or not text.lstrip("-").isdigit() or not text.isascii():
+            raise ValueError("must be an integer")
+        number = int(text)
+        if not low <= number <= high:
+            raise ValueError(f"must be an integer from {low} to {high}")
+        return number
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if value not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value == "true"
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return value
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    raise ValueError("cannot be given in the query string")
+
+
+def apply_query(
+    message: Message, params: Mapping[str, str], fields: Mapping[str, FieldDescriptor]
+) -> dict[str, list[str]]:
+    """Set the fields the parameters name; return problems keyed by parameter name."""
+    problems: dict[str, list[str]] = {}
+    for name, value in params.items():
+        field = fields.get(name)
+        if field is None:
+            allowed = ", ".join(fields) or "none"
+            problems.setdefault(name, []).append(f"unknown query parameter (allowed: {allowed})")
+            continue
+        try:
+            setattr(message, name, _typed(field, value))
+        except ValueError as error:
+            problems.setdefault(name, []).append(str(error))
+    return problems

@@ -1,0 +1,1 @@
+"""The grpc.aio server: OrdersService, rich error status, health and reflection."""

@@ -1,0 +1,129 @@
+"""OrdersService over grpc.aio: credentials, deadline, the call, and errors as rich status.
+
+The REST front end's in-process backend calls these same methods with its own
+CallContext, so both surfaces share authentication and the error path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import grpc
+
+from gateway.domain.errors import OrderError
+from gateway.protos import orders_service_grpc, orders_service_pb2
+from gateway.rpc.status import internal_status, status_of, trailing_metadata
+from gateway.service.auth import Authenticator
+from gateway.service.orders import OrderCalls
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+DEFAULT_DEADLINE_S = 30.0
+"""Time a call may take in the store when its caller set no deadline."""
+
+
+class CallContext(Protocol):
+    """The part of grpc.aio.ServicerContext the servicer uses."""
+
+    def invocation_metadata(self) -> Any: ...
+
+    def time_remaining(self) -> float | None: ...
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn: ...
+
+
+CallObserver = Callable[[str, grpc.StatusCode, float], None]
+
+
+def metadata_value(context: CallContext, key: str) -> str | None:
+    for entry_key, value in context.invocation_metadata() or ():
+        if entry_key == key:
+            return value if isinstance(value, str) else None
+    return None
+
+
+class OrdersServicer(orders_service_grpc.OrdersServiceServicer):  # type: ignore[misc]
+    """The gRPC face of OrderCalls."""
+
+    def __init__(
+        self,
+        calls: OrderCalls,
+        authenticator: Authenticator,
+        *,
+        observe: CallObserver | None = None,
+    ) -> None:
+        self._calls = calls
+        self._authenticator = authenticator
+        self._observe = observe
+
+    async def _run(
+        self,
+        method: str,
+        context: CallContext,
+        call: Callable[[str, Req, float], Awaitable[Res]],
+        request: Req,
+    ) -> Res:
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            account_id = await self._authenticator.authenticate(metadata_value(context, "authorization"))
+            remaining = context.time_remaining()
+            deadline = started + (DEFAULT_DEADLINE_S if remaining is None else remaining)
+            return await call(account_id, request, deadline)
+        except OrderError as error:
+            code, status = status_of(error)
+            await context.abort(code, status.message, trailing_metadata(status))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            log.exception("unexpected failure in %s", method)
+            code, status = internal_status()
+            await context.abort(code, status.message, trailing_metadata(status))
+        finally:
+            if self._observe is not None:
+                self._observe(method, code, time.monotonic() - started)
+
+    async def TrackOrders(  # noqa: N802 - gRPC method names
+        self, request: orders_service_pb2.TrackOrdersRequest, context: CallContext
+    ) -> orders_service_pb2.TrackOrdersResponse:
+        return await self._run("TrackOrders", context, self._calls.track_orders, request)
+
+    async def GetOrder(  # noqa: N802
+        self, request: orders_service_pb2.GetOrderRequest, context: CallContext
+    ) -> orders_service_pb2.GetOrderResponse:
+        order = await self._run("GetOrder", context, self._calls.get_order, request)
+        response = orders_service_pb2.GetOrderResponse()
+        response.order.CopyFrom(order)
+        return response
+
+    async def CancelOrder(  # noqa: N802
+        self, request: orders_service_pb2.CancelOrderRequest, context: CallContext
+    ) -> orders_service_pb2.CancelOrderResponse:
+        order = await self._run("CancelOrder", context, self._calls.cancel_order, request)
+        response = orders_service_pb2.CancelOrderResponse()
+        response.order.CopyFrom(order)
+        return response
+
+    async def CompleteOrder(  # noqa: N802
+        self, request: orders_service_pb2.CompleteOrderRequest, context: CallContext
+    ) -> orders_service_pb2.CompleteOrderResponse:
+        order = await self._run("CompleteOrder", context, self._calls.complete_order, request)
+        response = orders_service_pb2.CompleteOrderResponse()
+        response.order.CopyFrom(order)
+        return response
+
+    async def DisableOrder(  # noqa: N802
+        self, request: orders_service_pb2.DisableOrderRequest, context: CallContext
+    ) -> orders_service_pb2.DisableOrderResponse:
+        order = await self._run("DisableOrder", context, self._calls.disable_order, request)
+        response = orders_service_pb2.DisableOrderResponse()
+        response.order.CopyFrom(order)
+        return response

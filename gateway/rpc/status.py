@@ -1,0 +1,111 @@
+"""Rule errors as gRPC status: the code, and a google.rpc.Status in `grpc-status-details-bin`.
+
+Every error carries an ErrorInfo (reason, domain, metadata); invalid arguments also
+carry BadRequest field violations. The REST front end reads the same details back,
+so both surfaces say the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OrderError,
+    Unauthenticated,
+    Unavailable,
+)
+
+ERROR_DOMAIN = "hypertrack-gateway"
+DETAILS_KEY = "grpc-status-details-bin"
+
+GRPC_CODES: dict[type[OrderError], grpc.StatusCode] = {
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+def rich_status(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    metadata: dict[str, str] | None = None,
+    violations: Sequence[FieldViolation] = (),
+) -> status_pb2.Status:
+    """A google.rpc.Status with an ErrorInfo and, given violations, a BadRequest."""
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {}))
+    details = [info]
+    if violations:
+        bad_request = any_pb2.Any()
+        bad_request.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in violations
+                ]
+            )
+        )
+        details.append(bad_request)
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def status_of(error: OrderError) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    code = GRPC_CODES.get(type(error), grpc.StatusCode.INTERNAL)
+    violations = error.violations if isinstance(error, InvalidArgument) else ()
+    return code, rich_status(code, error.message, error.reason, error.metadata, violations)
+
+
+def internal_status() -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """What an unexpected failure says: nothing about its insides."""
+    code = grpc.StatusCode.INTERNAL
+    return code, rich_status(code, "internal error; the failure was logged", "INTERNAL")
+
+
+def trailing_metadata(status: status_pb2.Status) -> Metadata:
+    return ((DETAILS_KEY, status.SerializeToString()),)
+
+
+def details_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> status_pb2.Status | None:
+    """The google.rpc.Status a failed call carried, if any (and if it parses)."""
+    for key, value in metadata or ():
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:  # a peer's malformed details count as none
+                return None
+    return None
+
+
+def error_info(status: status_pb2.Status | None) -> error_details_pb2.ErrorInfo | None:
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def field_violations(status: status_pb2.Status | None) -> list[FieldViolation]:
+    violations = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
+    return violations

@@ -1,0 +1,1 @@
+"""Persistence of accounts and order records behind one interface (base.OrderStore)."""

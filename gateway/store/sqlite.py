@@ -1,0 +1,192 @@
+"""The SQLite store: one file, WAL mode, one transaction per change, safe across processes.
+
+Calls run on the event loop thread: each transaction is a few statements with no
+`await` between BEGIN and COMMIT, so coroutines sharing the connection never
+interleave inside one, and no thread hop is paid per call. The connection never
+waits for a lock inside SQLite (busy_timeout 0): a write that finds the database
+locked by another process is retried with `asyncio.sleep` back-off until the
+call's deadline, so the event loop keeps serving, and then fails as Unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.domain.errors import Unavailable
+from gateway.domain.targets import OrderQuery, resolve_target
+from gateway.protos import order_pb2
+from gateway.store.base import (
+    BuildOrders,
+    OrderChange,
+    StoredRecord,
+    choose_and_change,
+    histories,
+    record_key,
+)
+from gateway.store.sqlite_schema import migrate
+
+T = TypeVar("T")
+
+FIRST_RETRY_S = 0.0005
+MAX_RETRY_S = 0.05
+MIGRATION_BUSY_TIMEOUT_MS = 30_000
+PING_WAIT_S = 0.2
+
+_SELECT_RECORDS = (
+    "SELECT id, type, type_index, fulfillment_attempt, status, body FROM orders"
+    " WHERE account_id = ? AND order_handle = ?"
+)
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SqliteStore:
+    """OrderStore over one SQLite file. Open with `await SqliteStore.open(path)`."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteStore:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a commit survives the process being killed; only a power cut may
+            # lose the last transactions (never half of one).
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute(f"PRAGMA busy_timeout={MIGRATION_BUSY_TIMEOUT_MS}")
+            migrate(db)
+            db.execute("PRAGMA busy_timeout=0")
+        except sqlite3.Error as error:
+            db.close()
+            raise Unavailable("STORE_UNAVAILABLE", f"cannot open the SQLite database {path}: {error}") from error
+        return cls(db, path)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T], deadline: float) -> T:
+        """Run `work` in one write transaction, retrying while another process holds the lock."""
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise Unavailable("STORE_UNAVAILABLE", "the database cannot be written") from error
+                if time.monotonic() + delay > deadline:
+                    raise Unavailable(
+                        "STORE_BUSY", "the database stayed busy until the deadline; retry later"
+                    ) from error
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, MAX_RETRY_S)
+        try:
+            result = work(self._db)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            raise Unavailable("STORE_UNAVAILABLE", "the database could not complete the change") from error
+        except BaseException:
+            self._rollback()
+            raise
+        return result
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _records(self, account_id: str, handle: str) -> list[StoredRecord]:
+        rows = self._db.execute(_SELECT_RECORDS, (account_id, handle)).fetchall()
+        return [StoredRecord(*row) for row in rows]
+
+    async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order:
+        try:
+            records = self._records(account_id, query.order_handle)
+        except sqlite3.OperationalError as error:
+            raise Unavailable("STORE_UNAVAILABLE", "the database cannot be read") from error
+        return order_pb2.Order.FromString(resolve_target(query, records).body)
+
+    async def change_order(
+        self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float
+    ) -> order_pb2.Order:
+        def work(db: sqlite3.Connection) -> order_pb2.Order:
+            record, order, changed = choose_and_change(
+                query, self._records(account_id, query.order_handle), change
+            )
+            if changed:
+                db.execute(
+                    "UPDATE orders SET status = ?, body = ?, updated_at_ms = ? WHERE id = ?",
+                    (order.status, order.SerializeToString(), _now_ms(), record.row_id),
+                )
+            return order
+
+        return await self._write(work, deadline)
+
+    async def track_orders(
+        self, account_id: str, handles: Sequence[str], build: BuildOrders, *, deadline: float
+    ) -> list[order_pb2.Order]:
+        def work(db: sqlite3.Connection) -> list[order_pb2.Order]:
+            marks = ",".join("?" * len(handles))
+            rows = db.execute(
+                "SELECT order_handle, fulfillment_attempt, status FROM orders"
+                f" WHERE account_id = ? AND order_handle IN ({marks})",
+                (account_id, *handles),
+            ).fetchall()
+            orders = build(histories(rows))
+            now = _now_ms()
+            db.executemany(
+                "INSERT INTO orders (account_id, order_handle, type, type_index, fulfillment_attempt,"
+                " status, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (account_id, *record_key(o), o.status, o.SerializeToString(), now, now)
+                    for o in orders
+                ],
+            )
+            return orders
+
+        return await self._write(work, deadline)
+
+    async def account_secret_hash(self, account_id: str) -> bytes | None:
+        try:
+            row = self._db.execute(
+                "SELECT secret_hash FROM accounts WHERE account_id = ?", (account_id,)
+            ).fetchone()
+        except sqlite3.OperationalError as error:
+            raise Unavailable("STORE_UNAVAILABLE", "the database cannot be read") from error
+        return None if row is None else bytes(row[0])
+
+    async def create_account(self, account_id: str, secret_hash: bytes) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT INTO accounts (account_id, secret_hash, created_at_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (account_id) DO NOTHING",
+                (account_id, secret_hash, _now_ms()),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(work, time.monotonic() + 30)
+
+    async def ping(self) -> None:
+        """Answer only if the schema reads and a write transaction starts within a short wait."""
+
+        def probe(db: sqlite3.Connection) -> None:
+            db.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
+
+        await self._write(probe, time.monotonic() + PING_WAIT_S)
+
+    async def close(self) -> None:
+        self._db.close()

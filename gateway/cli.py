@@ -97,6 +97,7 @@ def banner(args: argparse.Namespace, mode: str, http_port: int | None, grpc_port
                 f" -d '{{\"order_handle\": \"{REFERENCE_ORDER}\"}}'"
                 f" {host}:{grpc_port} {SERVICE_NAME}/GetOrder"
             )
+    lines.append(f"Stop with Ctrl-C or SIGTERM: calls in flight get {args.grace:g} s to finish.")
     return "\n".join(lines)
 
 

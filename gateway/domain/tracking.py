@@ -13,8 +13,10 @@ from gateway.domain.validation import (
     check_handle,
     check_metadata,
     check_non_negative,
+    check_order_type,
     check_point,
     check_text,
+    check_track_mode,
 )
 from gateway.protos import order_pb2, orders_service_pb2
 
@@ -38,14 +40,14 @@ def validate_track_request(request: orders_service_pb2.TrackOrdersRequest) -> No
         check_text("device_id", request.device_id, violations)
     if request.HasField("ops_group_handle"):
         check_text("ops_group_handle", request.ops_group_handle, violations)
-    if request.track_mode == order_pb2.TRACK_MODE_UNSPECIFIED:
-        violations.append(FieldViolation("track_mode", "is required: on_time or flex"))
+    check_track_mode("track_mode", request.track_mode, violations)
     if not 1 <= len(request.orders) <= MAX_ORDERS_PER_ROUTE:
         violations.append(FieldViolation("orders", f"must hold 1 to {MAX_ORDERS_PER_ROUTE} orders"))
     legs: set[tuple[str, int, int]] = set()
     for i, new in enumerate(request.orders):
         field = f"orders[{i}]"
         check_handle(f"{field}.order_handle", new.order_handle, violations)
+        check_order_type(f"{field}.type", new.type, violations)
         if not new.HasField("destination") or not new.destination.HasField("geometry"):
             violations.append(FieldViolation(f"{field}.destination.geometry", "is required"))
         else:

@@ -14,6 +14,8 @@ MAX_TEXT_LENGTH = 1024
 MAX_METADATA_BYTES = 64 * 1024
 MAX_ORDERS_PER_ROUTE = 100
 INT32_MAX = 2**31 - 1
+_ORDER_TYPES = frozenset(order_pb2.OrderType.values())
+_TRACK_MODES = frozenset(order_pb2.TrackMode.values()) - {order_pb2.TRACK_MODE_UNSPECIFIED}
 
 
 def _has_control_character(value: str) -> bool:
@@ -39,6 +41,20 @@ def check_text(field: str, value: str, violations: list[FieldViolation]) -> None
 def check_non_negative(field: str, value: int, violations: list[FieldViolation]) -> None:
     if value < 0:
         violations.append(FieldViolation(field, "must be an integer >= 0"))
+
+
+def check_order_type(field: str, value: int, violations: list[FieldViolation]) -> None:
+    """An OrderType the proto declares: proto3 enums are open, so a peer may send any number."""
+    if value not in _ORDER_TYPES:
+        violations.append(FieldViolation(field, "must be pick or drop"))
+
+
+def check_track_mode(field: str, value: int, violations: list[FieldViolation]) -> None:
+    """A TrackMode the proto declares, other than unspecified."""
+    if value == order_pb2.TRACK_MODE_UNSPECIFIED:
+        violations.append(FieldViolation(field, "is required: on_time or flex"))
+    elif value not in _TRACK_MODES:
+        violations.append(FieldViolation(field, "must be on_time or flex"))
 
 
 def check_metadata(field: str, metadata: json_pb2.JsonObject, violations: list[FieldViolation]) -> None:
@@ -82,6 +98,7 @@ def check_query(query: OrderQuery) -> None:
     """The fields that name a record; raises InvalidArgument."""
     violations: list[FieldViolation] = []
     check_handle("order_handle", query.order_handle, violations)
+    check_order_type("type", query.type, violations)
     if query.type_index is not None:
         check_non_negative("type_index", query.type_index, violations)
     if query.fulfillment_attempt is not None:

@@ -4,7 +4,7 @@ and decode functions, and how violation paths are spelled."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
@@ -12,26 +12,28 @@ from google.protobuf.message import Message
 from gateway.domain.errors import FieldViolation
 
 # A JSON value as `orjson.dumps` takes it and `json.loads` returns it.
-Json: TypeAlias = "None | bool | int | float | str | list[Json] | dict[str, Json]"
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 
 # Turns a message into its JSON value. Typed on `Any` because each function takes the one message
 # class of its descriptor, which the type system cannot relate to a runtime descriptor.
 EncodeFn: TypeAlias = Callable[[Any], Json]
 
-# Fills an empty message from a JSON value that is not None, appending what is wrong to the list,
-# each violation named by its path below the given one.
+# Fills an empty message from a JSON value, appending what is wrong to the list, each violation
+# named by its path below the given one. It gets None only where None is a value (a JsonValue's
+# null, an element of an array): a None field is absent and never reaches it.
 DecodeFn: TypeAlias = Callable[[Any, object, str, list[FieldViolation]], None]
-
-# A named special case gets the descriptor it is for and a way to reach the functions of other
-# message types (a timeline event encodes its event message by the generic rules).
-EncoderFactory: TypeAlias = Callable[[Descriptor, Callable[[Descriptor], EncodeFn]], EncodeFn]
-DecoderFactory: TypeAlias = Callable[[Descriptor, Callable[[Descriptor], DecodeFn]], DecodeFn]
 
 MUST_BE_OBJECT = "must be an object"
 MUST_BE_ARRAY = "must be an array"
 MUST_BE_STRING = "must be a string"
 MUST_BE_TEXT = "must be valid Unicode text (no unpaired surrogates)"
 UNKNOWN_FIELD = "unknown field"
+
+
+def descriptor_of(message_type: type[Message]) -> Descriptor:
+    """The descriptor of a generated message class. (The stubs type `DESCRIPTOR` as a union with upb's
+    own descriptor class, which is a `Descriptor` at run time.)"""
+    return cast(Descriptor, message_type.DESCRIPTOR)
 
 
 def child_path(path: str, name: object) -> str:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast, overload
 
 from google.protobuf import descriptor_pb2, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway.domain.errors import FieldViolation, invalid
@@ -31,13 +31,14 @@ from gateway.jsonmap.contracts import (
     MUST_BE_TEXT,
     UNKNOWN_FIELD,
     DecodeFn,
-    DecoderFactory,
     child_path,
+    descriptor_of,
     is_text,
     item_path,
 )
 from gateway.jsonmap.enums import enum_names
-from gateway.jsonmap.shapes import SPECIAL_DECODERS
+from gateway.jsonmap.flatoneof import FlatLayout, FlatOneof, flat_layout
+from gateway.jsonmap.shapes import FLATTENED_ONEOFS, SPECIAL_DECODERS
 
 M = TypeVar("M", bound=Message)
 
@@ -117,11 +118,8 @@ def _number(limit: float) -> _Convert:
     return convert
 
 
-def _enum(field: FieldDescriptor) -> _Convert:
-    names = enum_names(field.enum_type)
-    # The zero value is never written for an implicit field, so a request may not name it either;
-    # where it can be written (repeated, optional) it is accepted.
-    with_zero = field.is_repeated or field.has_presence
+def _enum(enum: EnumDescriptor, *, with_zero: bool) -> _Convert:
+    names = enum_names(enum)
     allowed = {name: number for name, number in names.by_name.items() if with_zero or number != 0}
     must_be = "must be one of: " + ", ".join(allowed)
 
@@ -136,7 +134,9 @@ def _enum(field: FieldDescriptor) -> _Convert:
 
 def _converter(field: FieldDescriptor) -> _Convert:
     if field.enum_type is not None:
-        return _enum(field)
+        # The zero value is never written for an implicit field, so a request may not name it either;
+        # where it can be written (repeated, optional) it is accepted.
+        return _enum(field.enum_type, with_zero=field.is_repeated or field.has_presence)
     if field.type == FieldDescriptor.TYPE_STRING:
         return _string
     if field.type == FieldDescriptor.TYPE_BOOL:
@@ -232,9 +232,45 @@ class _MessageDecoder:
             field_path = child_path(path, key)
             oneof = self.oneof_of.get(key)
             if oneof is not None and given.setdefault(oneof, key) != key:
-                violations.append(FieldViolation(field_path, f"must not be given together with {given[oneof]}"))
+                violations.append(
+                    FieldViolation(field_path, f"must not be given together with {given[oneof]}")
+                )
                 continue
             decode_field(message, value, field_path, violations)
+
+
+class _FlatOneofDecoder:
+    """The decoder of a message whose oneof is flattened (flatoneof.py): the type key picks the
+    member; keys of the message's other fields are its own, every other key is the member's.
+    Violations inside the member are named in proto terms (`timeline[1].order_assigned.driver_handle`),
+    a bad or missing type by the key (`timeline[1].type`)."""
+
+    __slots__ = ("members", "must_be", "outer", "type_key")
+
+    def __init__(self, layout: FlatLayout, outer: _MessageDecoder, members: dict[str, DecodeFn]) -> None:
+        self.type_key = layout.flat.type_key
+        self.outer = outer
+        self.members = members
+        self.must_be = "must be one of: " + ", ".join(members)
+
+    def __call__(self, message: Any, data: object, path: str, violations: list[FieldViolation]) -> None:
+        if not isinstance(data, dict):
+            violations.append(FieldViolation(path, MUST_BE_OBJECT))
+            return
+        name = data.get(self.type_key)
+        outer: dict[object, object] = {}
+        inner: dict[object, object] = {}
+        for key, value in data.items():
+            if key != self.type_key:
+                (outer if key in self.outer.fields else inner)[key] = value
+        self.outer(message, outer, path, violations)
+        decode_member = self.members.get(name) if isinstance(name, str) else None
+        if decode_member is None:
+            violations.append(FieldViolation(child_path(path, self.type_key), self.must_be))
+            return
+        member = getattr(message, cast(str, name))
+        member.SetInParent()
+        decode_member(member, inner, child_path(path, name), violations)
 
 
 class JsonDecoder:
@@ -244,8 +280,13 @@ class JsonDecoder:
     share between threads.
     """
 
-    def __init__(self, special_cases: Mapping[str, DecoderFactory] = SPECIAL_DECODERS) -> None:
+    def __init__(
+        self,
+        special_cases: Mapping[str, DecodeFn] = SPECIAL_DECODERS,
+        flattened: Mapping[str, FlatOneof] = FLATTENED_ONEOFS,
+    ) -> None:
         self._special_cases = special_cases
+        self._flattened = flattened
         self._decoders: dict[str, DecodeFn] = {}
         # Decoders being built: reachable for recursive types, published to _decoders when complete.
         self._building: dict[str, DecodeFn] = {}
@@ -263,7 +304,7 @@ class JsonDecoder:
             descriptor = message_type
             message = message_factory.GetMessageClass(descriptor)()
         else:
-            descriptor = message_type.DESCRIPTOR
+            descriptor = descriptor_of(message_type)
             message = message_type()
         violations: list[FieldViolation] = []
         self.decoder_for(descriptor)(message, data, path, violations)
@@ -274,7 +315,7 @@ class JsonDecoder:
     def prepare(self, *message_types: type[Message]) -> None:
         """Builds the decoders of these message types now, so that no request pays for it."""
         for message_type in message_types:
-            self.decoder_for(message_type.DESCRIPTOR)
+            self.decoder_for(descriptor_of(message_type))
 
     def decoder_for(self, descriptor: Descriptor) -> DecodeFn:
         """The decoder of a message type, built with those it needs if not done yet."""
@@ -297,18 +338,37 @@ class JsonDecoder:
             return decoder
 
     def _build(self, descriptor: Descriptor) -> DecodeFn:
-        factory = self._special_cases.get(descriptor.full_name)
-        if factory is not None:
-            special = factory(descriptor, self.decoder_for)
+        special = self._special_cases.get(descriptor.full_name)
+        if special is not None:
             self._building[descriptor.full_name] = special
             return special
-        decoder = _MessageDecoder()
+        flat = self._flattened.get(descriptor.full_name)
+        if flat is not None:
+            layout = flat_layout(descriptor, flat)
+            outer = self._fields_decoder(layout.fields, {})
+            members = {name: self.decoder_for(member) for name, member in layout.members}
+            decoder: DecodeFn = _FlatOneofDecoder(layout, outer, members)
+            self._building[descriptor.full_name] = decoder
+            return decoder
+        generic = _MessageDecoder()
         # Registered before its fields are filled, so that a field of its own type finds it.
-        self._building[descriptor.full_name] = decoder
-        decoder.oneof_of = _real_oneofs(descriptor)
-        for field in descriptor.fields:
-            decoder.fields[field.name] = self._field_decoder(field)
+        self._building[descriptor.full_name] = generic
+        self._fill(generic, descriptor.fields, _real_oneofs(descriptor))
+        return generic
+
+    def _fields_decoder(
+        self, fields: tuple[FieldDescriptor, ...], oneof_of: dict[str, str]
+    ) -> _MessageDecoder:
+        decoder = _MessageDecoder()
+        self._fill(decoder, fields, oneof_of)
         return decoder
+
+    def _fill(
+        self, decoder: _MessageDecoder, fields: Iterable[FieldDescriptor], oneof_of: dict[str, str]
+    ) -> None:
+        decoder.oneof_of = oneof_of
+        for field in fields:
+            decoder.fields[field.name] = self._field_decoder(field)
 
     def _field_decoder(self, field: FieldDescriptor) -> DecodeFn:
         if field.message_type is not None:

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import keyword
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway.jsonmap.contracts import EncodeFn, EncoderFactory, Json
+from gateway.jsonmap.contracts import EncodeFn, Json, descriptor_of
 from gateway.jsonmap.enums import enum_names
-from gateway.jsonmap.shapes import SPECIAL_ENCODERS
+from gateway.jsonmap.flatoneof import FlatLayout, FlatOneof, flat_layout
+from gateway.jsonmap.shapes import FLATTENED_ONEOFS, SPECIAL_ENCODERS
 from gateway.protos import annotations_pb2
 
 _UNSUPPORTED_TYPES = {
@@ -33,9 +36,13 @@ _UNSUPPORTED_TYPES = {
 }
 
 
+# The stubs type a generated extension as a plain FieldDescriptor, which `Extensions[]` does not take.
+_NULL_WHEN_UNSET: Any = annotations_pb2.json_null_when_unset
+
+
 def null_when_unset(field: FieldDescriptor) -> bool:
     """Whether the field carries `(hypertrack.orders.v1.json_null_when_unset) = true`."""
-    return bool(field.GetOptions().Extensions[annotations_pb2.json_null_when_unset])
+    return bool(field.GetOptions().Extensions[_NULL_WHEN_UNSET])
 
 
 def _reachable(root: Descriptor, known: Mapping[str, object]) -> list[Descriptor]:
@@ -58,21 +65,26 @@ class JsonEncoder:
     instance is safe to share between threads; compiling takes a lock, encoding does not.
     """
 
-    def __init__(self, special_cases: Mapping[str, EncoderFactory] = SPECIAL_ENCODERS) -> None:
+    def __init__(
+        self,
+        special_cases: Mapping[str, EncodeFn] = SPECIAL_ENCODERS,
+        flattened: Mapping[str, FlatOneof] = FLATTENED_ONEOFS,
+    ) -> None:
         self._special_cases = special_cases
-        # The globals of the generated source: encoders (`_m<N>`) and enum tables (`_e<N>`).
-        self._namespace: dict[str, object] = {"__builtins__": {"getattr": getattr, "list": list}}
+        self._flattened = flattened
+        # The globals of the generated source: encoders (`_m<N>`) and enum tables (`_e_<name>`).
+        self._namespace: dict[str, object] = {"__builtins__": {"getattr": getattr}}
         self._names: dict[str, str] = {}
         self._functions: dict[str, EncodeFn] = {}
         self._by_class: dict[type[Message], EncodeFn] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
     def encode(self, message: Message) -> Json:
         """The message as a JSON value (a dict for all but the special cases such as Timestamp)."""
         try:
             function = self._by_class[type(message)]
         except KeyError:
-            function = self._by_class[type(message)] = self.compile(message.DESCRIPTOR)
+            function = self._by_class[type(message)] = self.compile(descriptor_of(type(message)))
         return function(message)
 
     def encode_json(self, message: Message) -> bytes:
@@ -82,40 +94,140 @@ class JsonEncoder:
     def prepare(self, *message_types: type[Message]) -> None:
         """Compiles the encoders of these message types now, so that no request pays for it."""
         for message_type in message_types:
-            self._by_class[message_type] = self.compile(message_type.DESCRIPTOR)
+            self._by_class[message_type] = self.compile(descriptor_of(message_type))
 
     def compile(self, descriptor: Descriptor) -> EncodeFn:
-        """The encoder of a message type, compiled together with those it needs if not done yet."""
+        """The encoder of a message type, compiled with those it needs if not done yet."""
         with self._lock:
-            function = self._functions.get(descriptor.full_name)
-            if function is None:
+            if descriptor.full_name not in self._functions:
                 self._compile_reachable(descriptor)
-                function = self._functions[descriptor.full_name]
-            return function
+            return self._functions[descriptor.full_name]
 
     def source(self, descriptor: Descriptor) -> str:
-        """The generated source of a generic message type's encoder (for reading and debugging)."""
+        """The generated source of a message type's encoder, for reading and debugging."""
+        self.compile(descriptor)
         with self._lock:
-            self.compile(descriptor)
             return self._source(descriptor)
 
     def _compile_reachable(self, root: Descriptor) -> None:
         descriptors = _reachable(root, self._functions)
         for descriptor in descriptors:
             self._names[descriptor.full_name] = f"_m{len(self._names)}"
-        generic = [d for d in descriptors if d.full_name not in self._special_cases]
-        special = [d for d in descriptors if d.full_name in self._special_cases]
-        # Generated functions call each other through globals, looked up at call time, so the order
-        # of definition does not matter and recursive message types work.
-        code = compile("\n\n".join(self._source(d) for d in generic), "<gateway.jsonmap.encode>", "exec")
-        exec(code, self._namespace)
-        for descriptor in generic:
+        generated = [d for d in descriptors if d.full_name not in self._special_cases]
+        # Generated encoders call each other through globals, looked up at call time, so the order of
+        # definition does not matter and recursive message types work.
+        source = "\n".join(self._source(d) for d in generated)
+        namespace = dict(self._namespace)
+        for descriptor in descriptors:
+            if descriptor.full_name in self._special_cases:
+                namespace[self._names[descriptor.full_name]] = self._special_cases[descriptor.full_name]
+        exec(compile(source, "<gateway.jsonmap.encode>", "exec"), namespace)
+        # Published only once all of them exist, for threads encoding without the lock.
+        self._namespace.update(namespace)
+        for descriptor in descriptors:
             function = self._namespace[self._names[descriptor.full_name]]
             self._functions[descriptor.full_name] = function  # type: ignore[assignment]
-        for descriptor in special:
-            function = self._special_cases[descriptor.full_name](descriptor, self.compile)
-            self._namespace[self._names[descriptor.full_name]] = function
-            self._functions[descriptor.full_name] = function
+
+    def _source(self, descriptor: Descriptor) -> str:
+        flat = self._flattened.get(descriptor.full_name)
+        if flat is not None:
+            return self._flat_source(descriptor, flat_layout(descriptor, flat))
+        has = self._method(descriptor, "HasField")
+        leading: list[str] = []  # unconditional entries before the first conditional one
+        body: list[str] = []
+        for field in descriptor.fields:
+            entry, lines = self._field_code(field, "m", has)
+            if entry is None:
+                body.extend(lines)
+            elif body:
+                body.append(f"d[{field.name!r}] = {entry}")
+            else:
+                leading.append(f"{field.name!r}: {entry}")
+        return "\n".join(
+            [
+                f"def {self._names[descriptor.full_name]}(m):",
+                f"    # {descriptor.full_name}",
+                "    d = {" + ", ".join(leading) + "}",
+                *(f"    {line}" for line in body),
+                "    return d",
+                "",
+            ]
+        )
+
+    def _flat_source(self, descriptor: Descriptor, layout: FlatLayout) -> str:
+        """One function for the message and every member, so a member's fields go straight into the
+        one dict: no call, no second dict and no merge per event."""
+        oneof, type_key = layout.flat.oneof, layout.flat.type_key
+        body = [
+            f"k = {self._method(descriptor, 'WhichOneof')}(m, {oneof!r})",
+            f"d = {{}} if k is None else {{{type_key!r}: k}}",
+            *self._statements(layout.fields, "m", self._method(descriptor, "HasField")),
+        ]
+        for index, (name, member) in enumerate(layout.members):
+            member_has = self._method(member, "HasField")
+            body.append(f"{'if' if index == 0 else 'elif'} k == {name!r}:")
+            body.append(f"    e = {_attribute('m', name)}")
+            body += [f"    {line}" for line in self._statements(member.fields, "e", member_has)]
+        return "\n".join(
+            [
+                f"def {self._names[descriptor.full_name]}(m):",
+                f"    # {descriptor.full_name}, oneof {oneof} flattened, named by {type_key!r}",
+                *(f"    {line}" for line in body),
+                "    return d",
+                "",
+            ]
+        )
+
+    def _statements(self, fields: Iterable[FieldDescriptor], source: str, has: str) -> list[str]:
+        """Statements adding the fields of the message in `source` to the existing dict `d`."""
+        statements: list[str] = []
+        for field in fields:
+            entry, lines = self._field_code(field, source, has)
+            statements += lines if entry is None else [f"d[{field.name!r}] = {entry}"]
+        return statements
+
+    def _field_code(self, field: FieldDescriptor, source: str, has: str) -> tuple[str | None, list[str]]:
+        """How one field of the message in `source` is written: `(expression, [])` when it always is,
+        else `(None, statements)` that add it to `d` when they should; `has` names the message class's
+        HasField."""
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            raise TypeError(f"{field.full_name}: map fields have no JSON mapping in this gateway")
+        if field.type in _UNSUPPORTED_TYPES:
+            raise TypeError(
+                f"{field.full_name}: {_UNSUPPORTED_TYPES[field.type]} fields have no JSON mapping"
+            )
+        key = repr(field.name)
+        attribute = _attribute(source, field.name)
+        if field.is_repeated:
+            # `[:]` copies a repeated field into a list in one call; iterating the container itself
+            # goes through the sequence protocol and ends in a raised IndexError.
+            if field.message_type is None and field.enum_type is None:
+                return f"{attribute}[:]", []
+            return f"[{self._value('x', field)} for x in {attribute}[:]]", []
+        if field.has_presence:
+            lines = [f"if {has}({source}, {key}):", f"    d[{key}] = {self._value(attribute, field)}"]
+            if null_when_unset(field):
+                lines += ["else:", f"    d[{key}] = None"]
+            return None, lines
+        if field.enum_type is not None:
+            return None, [f"v = {attribute}", "if v:", f"    d[{key}] = {self._value('v', field)}"]
+        return attribute, []
+
+    def _value(self, expression: str, field: FieldDescriptor) -> str:
+        """The JSON value of one value (or element) of the field."""
+        if field.message_type is not None:
+            return f"{self._names[field.message_type.full_name]}({expression})"
+        if field.enum_type is not None:
+            return f"{self._enum_table(field.enum_type)}[{expression}]"
+        return expression
+
+    def _method(self, descriptor: Descriptor, method: str) -> str:
+        """A global holding the method of the message class, to be called as `method(message, ...)`:
+        upb resolves `message.HasField` by name on every call, which costs more than the call."""
+        name = f"_{method}_{descriptor.full_name.replace('.', '_')}"
+        if name not in self._namespace:
+            self._namespace[name] = getattr(message_factory.GetMessageClass(descriptor), method)
+        return name
 
     def _enum_table(self, enum: EnumDescriptor) -> str:
         name = f"_e_{enum.full_name.replace('.', '_')}"
@@ -123,56 +235,10 @@ class JsonEncoder:
             self._namespace[name] = enum_names(enum).by_number
         return name
 
-    def _source(self, descriptor: Descriptor) -> str:
-        leading: list[str] = []  # unconditional entries before the first conditional one
-        body: list[str] = []
-        for field in descriptor.fields:
-            if field.message_type is not None and field.message_type.GetOptions().map_entry:
-                raise TypeError(f"{field.full_name}: map fields have no JSON mapping in this gateway")
-            if field.type in _UNSUPPORTED_TYPES:
-                raise TypeError(f"{field.full_name}: {_UNSUPPORTED_TYPES[field.type]} fields have no JSON mapping")
-            key = repr(field.name)
-            attribute = (
-                f"getattr(m, {field.name!r})" if keyword.iskeyword(field.name) else f"m.{field.name}"
-            )
-            if field.is_repeated:
-                entry = f"[{self._value('x', field)} for x in {attribute}]"
-                if field.message_type is None and field.enum_type is None:
-                    entry = f"list({attribute})"
-            elif field.has_presence:
-                body.append(f"if m.HasField({key}):")
-                body.append(f"    d[{key}] = {self._value(attribute, field)}")
-                if null_when_unset(field):
-                    body.append("else:")
-                    body.append(f"    d[{key}] = None")
-                continue
-            elif field.enum_type is not None:
-                body.append(f"v = {attribute}")
-                body.append("if v:")
-                body.append(f"    d[{key}] = {self._value('v', field)}")
-                continue
-            else:
-                entry = attribute
-            if body:
-                body.append(f"d[{key}] = {entry}")
-            else:
-                leading.append(f"{key}: {entry}")
-        lines = [
-            f"def {self._names[descriptor.full_name]}(m):",
-            f"    # {descriptor.full_name}",
-            "    d = {" + ", ".join(leading) + "}",
-            *(f"    {line}" for line in body),
-            "    return d",
-        ]
-        return "\n".join(lines) + "\n"
 
-    def _value(self, expression: str, field: FieldDescriptor) -> str:
-        """The JSON value of one (non-repeated or element) value of the field."""
-        if field.message_type is not None:
-            return f"{self._names[field.message_type.full_name]}({expression})"
-        if field.enum_type is not None:
-            return f"{self._enum_table(field.enum_type)}[{expression}]"
-        return expression
+def _attribute(source: str, name: str) -> str:
+    """Python reading field `name` of the message in variable `source`."""
+    return f"getattr({source}, {name!r})" if keyword.iskeyword(name) else f"{source}.{name}"
 
 
 _DEFAULT = JsonEncoder()

@@ -22,6 +22,10 @@ POINT_COORDINATES = "coordinates must be [longitude, latitude], two finite numbe
 LINE_SHAPE = 'must be a GeoJSON LineString: {"type": "LineString", "coordinates": [...]}'
 LINE_TYPE = 'must have "type": "LineString"'
 LINE_COORDINATES = 'coordinates must be an array of [longitude, latitude, altitude, "<timestamp>"]'
+# The class's method, called as `_point_has_field(point, name)`: upb resolves `point.HasField` by
+# name on every call, which costs more than the call itself.
+_point_has_field = order_pb2.PolylinePoint.HasField
+
 POSITION = 'must be [longitude, latitude, altitude, "<timestamp>"], three finite numbers and a timestamp'
 
 
@@ -39,9 +43,9 @@ def encode_line_string(line: order_pb2.LineString) -> dict[str, Json]:
                 p.longitude,
                 p.latitude,
                 p.altitude,
-                encode_timestamp(p.recorded_at) if p.HasField("recorded_at") else None,
+                encode_timestamp(p.recorded_at) if _point_has_field(p, "recorded_at") else None,
             ]
-            for p in line.points
+            for p in line.points[:]  # one call, rather than iterating the container
         ],
     }
 
@@ -70,11 +74,15 @@ def decode_point_into(
     if not isinstance(data, dict):
         violations.append(FieldViolation(path, POINT_SHAPE))
         return
-    violations.extend(FieldViolation(child_path(path, key), UNKNOWN_FIELD) for key in data if key not in _MEMBERS)
+    violations.extend(
+        FieldViolation(child_path(path, key), UNKNOWN_FIELD) for key in data if key not in _MEMBERS
+    )
     if data.get("type") != "Point":
         violations.append(FieldViolation(path, POINT_TYPE))
     coordinates = data.get("coordinates")
-    numbers = _finite_numbers(coordinates) if isinstance(coordinates, list) and len(coordinates) == 2 else None
+    numbers = (
+        _finite_numbers(coordinates) if isinstance(coordinates, list) and len(coordinates) == 2 else None
+    )
     if numbers is None:
         violations.append(FieldViolation(path, POINT_COORDINATES))
         return
@@ -89,7 +97,9 @@ def decode_line_string_into(
     if not isinstance(data, dict):
         violations.append(FieldViolation(path, LINE_SHAPE))
         return
-    violations.extend(FieldViolation(child_path(path, key), UNKNOWN_FIELD) for key in data if key not in _MEMBERS)
+    violations.extend(
+        FieldViolation(child_path(path, key), UNKNOWN_FIELD) for key in data if key not in _MEMBERS
+    )
     if data.get("type") != "LineString":
         violations.append(FieldViolation(path, LINE_TYPE))
     coordinates = data.get("coordinates")

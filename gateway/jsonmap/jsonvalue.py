@@ -7,7 +7,9 @@ stays `1.0`), 64-bit integers with every digit, nesting and nulls.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
+
+from google.protobuf import struct_pb2
 
 from gateway.domain.errors import FieldViolation
 from gateway.jsonmap.contracts import (
@@ -29,37 +31,44 @@ INT64_MAX = 2**63 - 1
 
 NESTED_TOO_DEEPLY = f"nested too deeply (at most {MAX_DEPTH} levels of objects and arrays)"
 
+# The generated stubs and types-protobuf disagree on the enum's Python type; the value is 0 either way.
+_NULL = cast("struct_pb2.NullValue", struct_pb2.NULL_VALUE)
 _SCALAR_KINDS = frozenset({"string_value", "integer_value", "number_value", "bool_value"})
+# The class's method, called as `_which_kind(value, "kind")`: upb resolves `value.WhichOneof` by name
+# on every call, which costs more than the call itself.
+_which_kind = json_pb2.JsonValue.WhichOneof
 
 
 def encode_value(value: json_pb2.JsonValue) -> Json:
     """The JSON value; an unset value is `null`, like `null_value`."""
-    kind = value.WhichOneof("kind")
+    kind = _which_kind(value, "kind")
     if kind in _SCALAR_KINDS:
         scalar: Json = getattr(value, kind)
         return scalar
     if kind == "object_value":
         return encode_object(value.object_value)
     if kind == "array_value":
-        return [encode_value(item) for item in value.array_value.values]
+        return [encode_value(item) for item in value.array_value.values[:]]
     return None
 
 
 def encode_object(obj: json_pb2.JsonObject) -> dict[str, Json]:
     """The JSON object, members in their stored order."""
     # A loop rather than a comprehension over encode_value: metadata is mostly flat strings and
-    # numbers, and reading those here saves a call per member.
+    # numbers, and reading those here saves a call per member. `[:]` (here and below) copies a
+    # repeated field into a list in one call; iterating the container itself goes through the
+    # sequence protocol and ends in a raised IndexError.
     out: dict[str, Json] = {}
-    for member in obj.members:
+    for member in obj.members[:]:
         value = member.value
-        kind = value.WhichOneof("kind")
+        kind = _which_kind(value, "kind")
         out[member.key] = getattr(value, kind) if kind in _SCALAR_KINDS else encode_value(value)
     return out
 
 
 def encode_array(array: json_pb2.JsonArray) -> list[Json]:
     """The JSON array."""
-    return [encode_value(item) for item in array.values]
+    return [encode_value(item) for item in array.values[:]]
 
 
 class _TooDeep(Exception):
@@ -71,7 +80,7 @@ def _fill_value(
 ) -> None:
     # `bool` before `int`: True is an int to Python, but a distinct kind to JSON.
     if data is None:
-        value.null_value = 0
+        value.null_value = _NULL
     elif isinstance(data, bool):
         value.bool_value = data
     elif isinstance(data, int):

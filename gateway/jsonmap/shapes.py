@@ -1,33 +1,17 @@
-"""The named special cases of the mapping: message types whose JSON is not the generic object of
-their fields, by full name. Every other message follows the generic rules of encode.py / decode.py."""
+"""The named special cases of the mapping, by message full name: types whose JSON is not the generic
+object of their fields. Every other message follows the generic rules of encode.py and decode.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
 
 from google.protobuf import timestamp_pb2
-from google.protobuf.descriptor import Descriptor
 
-from gateway.jsonmap import geojson, jsonvalue, timeline, timestamps
-from gateway.jsonmap.contracts import DecodeFn, DecoderFactory, EncodeFn, EncoderFactory
+from gateway.jsonmap import geojson, jsonvalue, timestamps
+from gateway.jsonmap.contracts import DecodeFn, EncodeFn
+from gateway.jsonmap.flatoneof import FlatOneof
 from gateway.protos import json_pb2, order_pb2
-
-
-def _fixed_encoder(encode: EncodeFn) -> EncoderFactory:
-    def factory(descriptor: Descriptor, resolve: Callable[[Descriptor], EncodeFn]) -> EncodeFn:
-        return encode
-
-    return factory
-
-
-def _fixed_decoder(decode: Callable[[Any, object, str, Any], None]) -> DecoderFactory:
-    def factory(descriptor: Descriptor, resolve: Callable[[Descriptor], DecodeFn]) -> DecodeFn:
-        return decode
-
-    return factory
-
 
 _TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
 _POINT = order_pb2.Point.DESCRIPTOR.full_name
@@ -37,26 +21,34 @@ _JSON_VALUE = json_pb2.JsonValue.DESCRIPTOR.full_name
 _JSON_ARRAY = json_pb2.JsonArray.DESCRIPTOR.full_name
 _TIMELINE_EVENT = order_pb2.TimelineEvent.DESCRIPTOR.full_name
 
-SPECIAL_ENCODERS: Mapping[str, EncoderFactory] = MappingProxyType(
+# Types written by a function of their own.
+SPECIAL_ENCODERS: Mapping[str, EncodeFn] = MappingProxyType(
     {
-        _TIMESTAMP: _fixed_encoder(timestamps.encode_timestamp),
-        _POINT: _fixed_encoder(geojson.encode_point),
-        _LINE_STRING: _fixed_encoder(geojson.encode_line_string),
-        _JSON_OBJECT: _fixed_encoder(jsonvalue.encode_object),
-        _JSON_VALUE: _fixed_encoder(jsonvalue.encode_value),
-        _JSON_ARRAY: _fixed_encoder(jsonvalue.encode_array),
-        _TIMELINE_EVENT: timeline.timeline_event_encoder,
+        _TIMESTAMP: timestamps.encode_timestamp,
+        _POINT: geojson.encode_point,
+        _LINE_STRING: geojson.encode_line_string,
+        _JSON_OBJECT: jsonvalue.encode_object,
+        _JSON_VALUE: jsonvalue.encode_value,
+        _JSON_ARRAY: jsonvalue.encode_array,
     }
 )
 
-SPECIAL_DECODERS: Mapping[str, DecoderFactory] = MappingProxyType(
+# Types read by a function of their own.
+SPECIAL_DECODERS: Mapping[str, DecodeFn] = MappingProxyType(
     {
-        _TIMESTAMP: _fixed_decoder(timestamps.decode_timestamp_into),
-        _POINT: _fixed_decoder(geojson.decode_point_into),
-        _LINE_STRING: _fixed_decoder(geojson.decode_line_string_into),
-        _JSON_OBJECT: _fixed_decoder(jsonvalue.decode_object_into),
-        _JSON_VALUE: _fixed_decoder(jsonvalue.decode_value_into),
-        _JSON_ARRAY: _fixed_decoder(jsonvalue.decode_array_into),
-        _TIMELINE_EVENT: timeline.timeline_event_decoder,
+        _TIMESTAMP: timestamps.decode_timestamp_into,
+        _POINT: geojson.decode_point_into,
+        _LINE_STRING: geojson.decode_line_string_into,
+        _JSON_OBJECT: jsonvalue.decode_object_into,
+        _JSON_VALUE: jsonvalue.decode_value_into,
+        _JSON_ARRAY: jsonvalue.decode_array_into,
+    }
+)
+
+# Types whose oneof is flattened into their own object (both ways): a timeline event is
+# `{"type": "order_cancelled", "recorded_at": ..., <the order_cancelled event's fields>}`.
+FLATTENED_ONEOFS: Mapping[str, FlatOneof] = MappingProxyType(
+    {
+        _TIMELINE_EVENT: FlatOneof(oneof="event", type_key="type"),
     }
 )

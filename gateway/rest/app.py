@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import grpc
 from aiohttp import web
 from google.protobuf.message import Message
 
@@ -102,6 +103,11 @@ class RestGateway:
                 {"allowed": error.allowed},
                 Allow=", ".join(error.allowed),
             )
+        except Exception:
+            # A bug on the way (say, in the JSON mapping): logged with its traceback, and answered
+            # like every other failure, not with aiohttp's text/plain page without X-Request-ID.
+            log.exception("unexpected failure answering %s %s (request %s)", request.method, route_name, rid)
+            response = error_response(500, "internal error; the failure was logged", {"reason": "INTERNAL"})
         response.headers["X-Request-ID"] = rid
         if self._observer is not None:
             self._observer(
@@ -117,10 +123,16 @@ class RestGateway:
     async def _forward(
         self, call: RestCall, segments: list[str], request: web.BaseRequest, rid: str
     ) -> web.StreamResponse:
+        # As in grpc-gateway, the deadline starts before the request is read and translated, and a
+        # deadline already past is answered here, the same for both backends (a grpc client rounds
+        # tiny timeouts up; the in-process servicer may finish without yielding to the timer).
+        deadline = time.monotonic() + self.settings.deadlines.timeout(request.headers)
         message = await self._request_message(call, segments, request)
-        timeout = self.settings.deadlines.timeout(request.headers)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return rpc_error_response(call, grpc.StatusCode.DEADLINE_EXCEEDED, None)
         try:
-            reply = await self.backend.call(call, message, call_metadata(request.headers, rid), timeout)
+            reply = await self.backend.call(call, message, call_metadata(request.headers, rid), remaining)
         except BackendError as error:
             return rpc_error_response(call, error.code, error.status)
         out = getattr(reply, call.response_body) if call.response_body else reply

@@ -89,8 +89,23 @@ def locate(call: RestCall, violations: Iterable[FieldViolation]) -> dict[str, di
     return detail
 
 
+def _encodable(value: object) -> object:
+    """`value` with lone surrogates (from a body's `"\\ud800"`, which has no UTF-8 form) escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    return value
+
+
 def error_body(detail: Mapping[str, object], message: str) -> bytes:
-    return orjson.dumps({"detail": detail, "message": message})
+    body = {"detail": detail, "message": message}
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # an error that names what the caller sent may quote a surrogate
+        return orjson.dumps(_encodable(body))
 
 
 def error_response(status: int, message: str, detail: Mapping[str, object], **headers: str) -> web.Response:

@@ -49,7 +49,9 @@ class RestCall:
         if self.body == "*":
             return "body", field_path
         if self.body and head == self.body:
-            return "body", field_path[len(self.body) + 1 :] or self.body
+            # Inside the body its fields go by their own names; the body field itself is "body",
+            # as parse errors of the whole body name it (the caller never sees its proto name).
+            return "body", field_path[len(self.body) + 1 :] or "body"
         return "query", field_path
 
 

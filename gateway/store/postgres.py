@@ -1,0 +1,396 @@
+"""The PostgreSQL store: a connection pool, one transaction per change, safe across processes.
+
+Many gateway processes may share one database, so every write relies on locks the
+server holds, never on anything in this process:
+
+- a change locks the rows of its handle (`SELECT ... FOR UPDATE`, in id order so
+  that two writers always queue the same way) before the domain looks at them; a
+  second writer waits, then reads the first one's committed row, so an update is
+  never lost and an idempotent rule (cancel twice) never adds a second event;
+- a track first takes a transaction-scoped advisory lock per handle, which exists
+  even when the handle has no row yet, so two tracks of the same new handle queue
+  and the second one sees the first's record: the domain rule then refuses it
+  (ALREADY_EXISTS), exactly as it does when the calls come one after the other.
+
+READ COMMITTED is enough under those locks; a deadlock (or a serialization failure
+should a server default to a stricter level) rolls back the whole transaction, which
+is retried with back-off until the call's deadline. Every statement is bounded by the
+time left before the deadline. Failures leave this module only as `Unavailable`
+(never an asyncpg type) with a message that names the server but never the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from gateway.domain.errors import AlreadyExists, Unavailable
+from gateway.domain.targets import OrderQuery, resolve_target
+from gateway.protos import order_pb2
+from gateway.store.base import (
+    BuildOrders,
+    OrderChange,
+    StoredRecord,
+    choose_and_change,
+    histories,
+    record_key,
+)
+from gateway.store.postgres_schema import migrate
+
+T = TypeVar("T")
+# asyncpg ships no type hints: its connection is `Any` here, and only here.
+Work = Callable[[Any, float], Awaitable[T]]
+
+APPLICATION_NAME = "hypertrack-gateway"
+FIRST_RETRY_S = 0.001
+MAX_RETRY_S = 0.05
+# A statement always gets at least this long, so a call that reaches the store at
+# its deadline still makes one real attempt (as the SQLite store does).
+MIN_STATEMENT_S = 0.05
+# COMMIT comes after all the work is done; cutting it short would only leave the
+# caller unsure whether the change happened, so it gets at least this long.
+MIN_COMMIT_S = 1.0
+CONNECT_TIMEOUT_S = 10.0
+MIGRATION_TIMEOUT_S = 60.0
+DEFAULT_CALL_S = 5.0
+PING_TIMEOUT_S = 1.0
+CLOSE_TIMEOUT_S = 5.0
+
+# Errors after which the whole transaction was rolled back by the server and may
+# simply run again.
+_RETRYABLE = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
+# Errors that say the connection (or the server behind it) is gone or not ready:
+# before a write began, another connection may well succeed.
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# Everything asyncpg raises: mapped to Unavailable so that nothing of it leaks.
+_DATABASE_ERRORS = (
+    OSError,
+    asyncpg.exceptions.PostgresError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+_SELECT_RECORDS = (
+    "SELECT id, type, type_index, fulfillment_attempt, status, body FROM orders"
+    " WHERE account_id = $1 AND order_handle = $2 ORDER BY id"
+)
+_LOCK_HANDLES = "SELECT pg_advisory_xact_lock(k1, k2) FROM unnest($1::int4[], $2::int4[]) AS t (k1, k2)"
+_SELECT_HISTORY = (
+    "SELECT order_handle, fulfillment_attempt, status FROM orders"
+    " WHERE account_id = $1 AND order_handle = ANY($2::text[]) ORDER BY id FOR UPDATE"
+)
+_INSERT_ORDERS = (
+    "INSERT INTO orders (account_id, order_handle, type, type_index, fulfillment_attempt,"
+    " status, body, created_at_ms, updated_at_ms)"
+    " SELECT $1, h, t, i, a, s, b, $8, $8"
+    " FROM unnest($2::text[], $3::int4[], $4::int4[], $5::int4[], $6::int4[], $7::bytea[])"
+    " AS r (h, t, i, a, s, b)"
+)
+_PING = (
+    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on',"
+    " (SELECT max(version) FROM schema_migrations)"
+)
+
+
+class _Retry(Exception):
+    """Internal: the attempt failed in a way that another attempt may not."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _lock_half(text: str) -> int:
+    """A stable signed 32-bit number for `text`: the same in every process, unlike hash()."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+def handle_lock_keys(account_id: str, handles: Sequence[str]) -> list[tuple[int, int]]:
+    """The advisory lock keys of an account's handles, sorted so every writer takes them in one order.
+
+    Two numbers per handle use PostgreSQL's two-integer key space (apart from the
+    migration lock). Two handles may share a key: they then merely queue together.
+    """
+    account = _lock_half(account_id)
+    return sorted({(account, _lock_half(handle)) for handle in handles})
+
+
+def describe(dsn: str) -> str:
+    """`host:port/database` of a URL, for messages: never its user or password."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        host = parts.hostname or "local socket"
+        port = parts.port or 5432
+    except ValueError:
+        return "an unparsable database URL"
+    return f"{host}:{port}/{parts.path.lstrip('/')}"
+
+
+def _reason(error: BaseException, dsn: str = "") -> str:
+    """What went wrong, in words safe to show: the password, if any, is cut out."""
+    text = f"{type(error).__name__}: {error}".strip().removesuffix(":")
+    with contextlib.suppress(ValueError):
+        password = urllib.parse.urlsplit(dsn).password
+        if password:
+            for secret in {password, urllib.parse.unquote(password)}:
+                text = text.replace(secret, "***")
+    return text
+
+
+def _timeout(deadline: float, floor: float = MIN_STATEMENT_S) -> float:
+    return max(deadline - time.monotonic(), floor)
+
+
+class PostgresStore:
+    """OrderStore over a PostgreSQL database. Open with `await PostgresStore.open(dsn)`."""
+
+    def __init__(self, pool: Any, location: str) -> None:
+        self._pool = pool
+        self.location = location
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> PostgresStore:
+        """Connect a pool to `dsn` and bring the schema up to date."""
+        location = describe(dsn)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout_s,
+                # No default statement timeout: each call bounds its statements by
+                # its own deadline, and a migration may wait for another process.
+                command_timeout=None,
+                server_settings={"application_name": APPLICATION_NAME},
+            )
+        except (ValueError, asyncpg.exceptions.ClientConfigurationError):
+            # Not chained: a parse error may quote the URL, password and all.
+            raise Unavailable("STORE_UNAVAILABLE", f"the PostgreSQL URL is malformed ({location})") from None
+        except _DATABASE_ERRORS as error:
+            raise Unavailable(
+                "STORE_UNAVAILABLE", f"cannot connect to PostgreSQL at {location}: {_reason(error, dsn)}"
+            ) from error
+        try:
+            async with asyncio.timeout(MIGRATION_TIMEOUT_S), pool.acquire() as connection:
+                await migrate(connection)
+        except (TimeoutError, *_DATABASE_ERRORS) as error:
+            pool.terminate()
+            raise Unavailable(
+                "STORE_UNAVAILABLE",
+                f"cannot bring the schema of PostgreSQL at {location} up to date: {_reason(error, dsn)}",
+            ) from error
+        except BaseException:
+            pool.terminate()
+            raise
+        return cls(pool, location)
+
+    async def _call(self, work: Work[T], deadline: float, *, write: bool) -> T:
+        """Run `work` on a pooled connection (in one transaction if `write`), retrying until `deadline`."""
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                return await self._attempt(work, deadline, write=write)
+            except _Retry as retry:
+                if time.monotonic() + delay > deadline:
+                    cause = retry.__cause__ or retry
+                    if isinstance(cause, _RETRYABLE):
+                        raise Unavailable(
+                            "STORE_BUSY", "the database stayed busy until the deadline; retry later"
+                        ) from cause
+                    raise Unavailable(
+                        "STORE_UNAVAILABLE", f"cannot reach the database at {self.location}: {_reason(cause)}"
+                    ) from cause
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, MAX_RETRY_S)
+
+    async def _attempt(self, work: Work[T], deadline: float, *, write: bool) -> T:
+        try:
+            connection = await self._pool.acquire(timeout=_timeout(deadline))
+        except TimeoutError as error:
+            raise Unavailable(
+                "STORE_BUSY", "no database connection came free before the deadline; retry later"
+            ) from error
+        except _CONNECTION_LOST as error:
+            raise _Retry from error
+        except _DATABASE_ERRORS as error:
+            raise Unavailable(
+                "STORE_UNAVAILABLE", f"cannot connect to the database at {self.location}: {_reason(error)}"
+            ) from error
+        try:
+            if write:
+                return await self._transaction(connection, work, deadline)
+            try:
+                return await work(connection, deadline)
+            except TimeoutError:
+                raise
+            except _CONNECTION_LOST as error:
+                # A read changes nothing, so it may run again on another connection.
+                raise _Retry from error
+        except _RETRYABLE as error:
+            raise _Retry from error
+        except TimeoutError as error:
+            raise Unavailable(
+                "STORE_BUSY", "the database did not answer before the deadline; retry later"
+            ) from error
+        except asyncpg.exceptions.UniqueViolationError as error:
+            # Only a writer that skips the handle locks (an older gateway) gets here:
+            # the record it meant to create exists already.
+            raise AlreadyExists(
+                "ORDER_ALREADY_TRACKED",
+                "an order of this request was tracked by another call at the same time",
+            ) from error
+        except _DATABASE_ERRORS as error:
+            raise Unavailable(
+                "STORE_UNAVAILABLE", f"the database could not complete the call: {_reason(error)}"
+            ) from error
+        finally:
+            # The pool rolls back what is left open and discards a broken connection.
+            await self._pool.release(connection)
+
+    async def _transaction(self, connection: Any, work: Work[T], deadline: float) -> T:
+        try:
+            await connection.execute("BEGIN", timeout=_timeout(deadline))
+        except TimeoutError:
+            raise
+        except _CONNECTION_LOST as error:
+            # Typically a pooled connection the server has closed meanwhile; nothing
+            # was written, so another connection may try.
+            raise _Retry from error
+        try:
+            result = await work(connection, deadline)
+        except BaseException:
+            # The original error is the one that matters; a rollback that fails has
+            # lost its connection, and the server rolls back on its own then.
+            with contextlib.suppress(*_DATABASE_ERRORS):
+                await connection.execute("ROLLBACK", timeout=MIN_COMMIT_S)
+            raise
+        await connection.execute("COMMIT", timeout=_timeout(deadline, MIN_COMMIT_S))
+        return result
+
+    async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order:
+        async def work(connection: Any, deadline: float) -> list[StoredRecord]:
+            rows = await connection.fetch(
+                _SELECT_RECORDS, account_id, query.order_handle, timeout=_timeout(deadline)
+            )
+            return [StoredRecord(*row) for row in rows]
+
+        records = await self._call(work, deadline, write=False)
+        return order_pb2.Order.FromString(resolve_target(query, records).body)
+
+    async def change_order(
+        self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float
+    ) -> order_pb2.Order:
+        async def work(connection: Any, deadline: float) -> order_pb2.Order:
+            rows = await connection.fetch(
+                _SELECT_RECORDS + " FOR UPDATE", account_id, query.order_handle, timeout=_timeout(deadline)
+            )
+            record, order, changed = choose_and_change(query, [StoredRecord(*row) for row in rows], change)
+            if changed:
+                await connection.execute(
+                    "UPDATE orders SET status = $1, body = $2, updated_at_ms = $3 WHERE id = $4",
+                    order.status,
+                    order.SerializeToString(),
+                    _now_ms(),
+                    record.row_id,
+                    timeout=_timeout(deadline),
+                )
+            return order
+
+        return await self._call(work, deadline, write=True)
+
+    async def track_orders(
+        self, account_id: str, handles: Sequence[str], build: BuildOrders, *, deadline: float
+    ) -> list[order_pb2.Order]:
+        keys = handle_lock_keys(account_id, handles)
+
+        async def work(connection: Any, deadline: float) -> list[order_pb2.Order]:
+            await connection.execute(
+                _LOCK_HANDLES, [k for k, _ in keys], [k for _, k in keys], timeout=_timeout(deadline)
+            )
+            rows = await connection.fetch(
+                _SELECT_HISTORY, account_id, list(handles), timeout=_timeout(deadline)
+            )
+            orders = build(histories((row[0], row[1], row[2]) for row in rows))
+            if orders:
+                keyed = [record_key(o) for o in orders]
+                await connection.execute(
+                    _INSERT_ORDERS,
+                    account_id,
+                    [k[0] for k in keyed],
+                    [k[1] for k in keyed],
+                    [k[2] for k in keyed],
+                    [k[3] for k in keyed],
+                    [o.status for o in orders],
+                    [o.SerializeToString() for o in orders],
+                    _now_ms(),
+                    timeout=_timeout(deadline),
+                )
+            return orders
+
+        return await self._call(work, deadline, write=True)
+
+    async def account_secret_hash(self, account_id: str) -> bytes | None:
+        async def work(connection: Any, deadline: float) -> bytes | None:
+            value = await connection.fetchval(
+                "SELECT secret_hash FROM accounts WHERE account_id = $1",
+                account_id,
+                timeout=_timeout(deadline),
+            )
+            return None if value is None else bytes(value)
+
+        return await self._call(work, time.monotonic() + DEFAULT_CALL_S, write=False)
+
+    async def create_account(self, account_id: str, secret_hash: bytes) -> bool:
+        async def work(connection: Any, deadline: float) -> bool:
+            created = await connection.fetchval(
+                "INSERT INTO accounts (account_id, secret_hash, created_at_ms) VALUES ($1, $2, $3)"
+                " ON CONFLICT (account_id) DO NOTHING RETURNING true",
+                account_id,
+                secret_hash,
+                _now_ms(),
+                timeout=_timeout(deadline),
+            )
+            return created is not None
+
+        return await self._call(work, time.monotonic() + DEFAULT_CALL_S, write=True)
+
+    async def ping(self) -> None:
+        """Answer only if the schema reads and the server takes writes (no standby), within a short wait."""
+
+        async def probe(connection: Any, deadline: float) -> None:
+            read_only, version = await connection.fetchrow(_PING, timeout=_timeout(deadline))
+            if read_only:
+                raise Unavailable("STORE_READ_ONLY", f"the database at {self.location} takes no writes")
+            if version is None:
+                raise Unavailable("STORE_UNAVAILABLE", f"the database at {self.location} has no schema")
+
+        await self._call(probe, time.monotonic() + PING_TIMEOUT_S, write=False)
+
+    async def close(self) -> None:
+        """Close the pool, waiting a little for calls in flight; then cut what is left."""
+        try:
+            await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            self._pool.terminate()

@@ -6,8 +6,20 @@ with milliseconds, GeoJSON, metadata kept exactly, flat timeline events) are the
 of shapes.py.
 """
 
+from google.protobuf.message import Message
+
 from gateway.jsonmap.contracts import Json
 from gateway.jsonmap.decode import JsonDecoder, decode
+from gateway.jsonmap.decode import prepare as _prepare_decoders
 from gateway.jsonmap.encode import JsonEncoder, encode, encode_json
+from gateway.jsonmap.encode import prepare as _prepare_encoders
 
-__all__ = ["Json", "JsonDecoder", "JsonEncoder", "decode", "encode", "encode_json"]
+
+def prepare(*message_types: type[Message]) -> None:
+    """Compiles the shared encoders and decoders of these message types now, so that the first
+    request of each type does not pay for it (call at start-up)."""
+    _prepare_encoders(*message_types)
+    _prepare_decoders(*message_types)
+
+
+__all__ = ["Json", "JsonDecoder", "JsonEncoder", "decode", "encode", "encode_json", "prepare"]

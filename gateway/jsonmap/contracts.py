@@ -3,13 +3,24 @@ and decode functions, and how violation paths are spelled."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeAlias, cast
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from google.protobuf.message import Message
 
 from gateway.domain.errors import FieldViolation
+
+if TYPE_CHECKING:
+    from google._upb._message import Descriptor as UpbDescriptor
+    from google._upb._message import EnumDescriptor as UpbEnumDescriptor
+
+# What the stubs call `SomeMessage.DESCRIPTOR` and `field.message_type`: a union with upb's own
+# classes, which at run time are the `google.protobuf.descriptor` ones. The public functions take
+# either, so that callers need no cast.
+AnyDescriptor: TypeAlias = "Descriptor | UpbDescriptor"
+AnyEnumDescriptor: TypeAlias = "EnumDescriptor | UpbEnumDescriptor"
 
 # A JSON value as `orjson.dumps` takes it and `json.loads` returns it.
 Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
@@ -19,9 +30,21 @@ Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | Non
 EncodeFn: TypeAlias = Callable[[Any], Json]
 
 # Fills an empty message from a JSON value, appending what is wrong to the list, each violation
-# named by its path below the given one. It gets None only where None is a value (a JsonValue's
-# null, an element of an array): a None field is absent and never reaches it.
+# named by its path below the given one. A field given as null is absent and skipped before its
+# decoder is called; None still arrives as a value in its own right (the whole input, an element of
+# an array, a JsonValue), where the decoder says whether it is acceptable.
 DecodeFn: TypeAlias = Callable[[Any, object, str, list[FieldViolation]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class InlineEncoder:
+    """A special case's encoder as statements for generated encoders, where a call per value costs
+    too much: `statements(value, target)` assigns `target` the JSON of the message that the
+    expression `value` reads, using the names in `globals`."""
+
+    statements: Callable[[str, str], list[str]]
+    globals: Mapping[str, object]
+
 
 MUST_BE_OBJECT = "must be an object"
 MUST_BE_ARRAY = "must be an array"
@@ -30,10 +53,16 @@ MUST_BE_TEXT = "must be valid Unicode text (no unpaired surrogates)"
 UNKNOWN_FIELD = "unknown field"
 
 
-def descriptor_of(message_type: type[Message]) -> Descriptor:
-    """The descriptor of a generated message class. (The stubs type `DESCRIPTOR` as a union with upb's
-    own descriptor class, which is a `Descriptor` at run time.)"""
-    return cast(Descriptor, message_type.DESCRIPTOR)
+def descriptor_of(message_type: type[Message] | AnyDescriptor) -> Descriptor:
+    """The descriptor of a message class, or the descriptor itself."""
+    if isinstance(message_type, type):
+        return cast(Descriptor, message_type.DESCRIPTOR)
+    return cast(Descriptor, message_type)
+
+
+def enum_descriptor(enum: AnyEnumDescriptor) -> EnumDescriptor:
+    """The enum descriptor, typed as `google.protobuf.descriptor.EnumDescriptor`."""
+    return cast(EnumDescriptor, enum)
 
 
 def child_path(path: str, name: object) -> str:

@@ -30,6 +30,7 @@ from gateway.jsonmap.contracts import (
     MUST_BE_STRING,
     MUST_BE_TEXT,
     UNKNOWN_FIELD,
+    AnyDescriptor,
     DecodeFn,
     child_path,
     descriptor_of,
@@ -296,16 +297,15 @@ class JsonDecoder:
     def decode(self, message_type: type[M], data: object, *, path: str = "") -> M: ...
 
     @overload
-    def decode(self, message_type: Descriptor, data: object, *, path: str = "") -> Message: ...
+    def decode(self, message_type: AnyDescriptor, data: object, *, path: str = "") -> Message: ...
 
-    def decode(self, message_type: type[Message] | Descriptor, data: object, *, path: str = "") -> Message:
+    def decode(self, message_type: type[Message] | AnyDescriptor, data: object, *, path: str = "") -> Message:
         """A new message of the type from the JSON value; violations are named below `path`."""
-        if isinstance(message_type, Descriptor):
-            descriptor = message_type
-            message = message_factory.GetMessageClass(descriptor)()
-        else:
-            descriptor = descriptor_of(message_type)
+        descriptor = descriptor_of(message_type)
+        if isinstance(message_type, type):
             message = message_type()
+        else:
+            message = message_factory.GetMessageClass(descriptor)()
         violations: list[FieldViolation] = []
         self.decoder_for(descriptor)(message, data, path, violations)
         if violations:
@@ -315,10 +315,11 @@ class JsonDecoder:
     def prepare(self, *message_types: type[Message]) -> None:
         """Builds the decoders of these message types now, so that no request pays for it."""
         for message_type in message_types:
-            self.decoder_for(descriptor_of(message_type))
+            self.decoder_for(message_type)
 
-    def decoder_for(self, descriptor: Descriptor) -> DecodeFn:
+    def decoder_for(self, message_type: type[Message] | AnyDescriptor) -> DecodeFn:
         """The decoder of a message type, built with those it needs if not done yet."""
+        descriptor = descriptor_of(message_type)
         decoder = self._decoders.get(descriptor.full_name)
         if decoder is not None:
             return decoder
@@ -392,10 +393,10 @@ def decode(message_type: type[M], data: object, *, path: str = "") -> M: ...
 
 
 @overload
-def decode(message_type: Descriptor, data: object, *, path: str = "") -> Message: ...
+def decode(message_type: AnyDescriptor, data: object, *, path: str = "") -> Message: ...
 
 
-def decode(message_type: type[Message] | Descriptor, data: object, *, path: str = "") -> Message:
+def decode(message_type: type[Message] | AnyDescriptor, data: object, *, path: str = "") -> Message:
     """A new message of the type from the JSON value, by the shared default decoder; raises
     InvalidArgument naming every violation below `path`."""
     return _DEFAULT.decode(message_type, data, path=path)

@@ -9,7 +9,12 @@ per field, no per-field loop or dispatch at run time. The rules of the contract:
   `null` when it carries `(json_null_when_unset) = true`; a field without presence is always written;
   an implicit enum is left out when 0 (`*_UNSPECIFIED`); repeated fields are always written as lists;
 - enums are written by their JSON names (enums.py);
-- the message types of shapes.py are written by their own functions.
+- the message types of shapes.py are written by their own functions, or by their statements copied
+  into the generated code (timestamps: two fifths of the time of an order, where a call per
+  timestamp would show).
+
+Measured on the reference order: about 25 µs to a dict and 27 µs to bytes, against 240 µs for
+`json_format.MessageToJson`. What remains is mostly upb attribute access, one C call per field read.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway.jsonmap.contracts import EncodeFn, Json, descriptor_of
+from gateway.jsonmap.contracts import AnyDescriptor, EncodeFn, InlineEncoder, Json, descriptor_of
 from gateway.jsonmap.enums import enum_names
 from gateway.jsonmap.flatoneof import FlatLayout, FlatOneof, flat_layout
-from gateway.jsonmap.shapes import FLATTENED_ONEOFS, SPECIAL_ENCODERS
+from gateway.jsonmap.shapes import FLATTENED_ONEOFS, INLINE_ENCODERS, SPECIAL_ENCODERS
 from gateway.protos import annotations_pb2
 
 _UNSUPPORTED_TYPES = {
@@ -69,11 +74,16 @@ class JsonEncoder:
         self,
         special_cases: Mapping[str, EncodeFn] = SPECIAL_ENCODERS,
         flattened: Mapping[str, FlatOneof] = FLATTENED_ONEOFS,
+        inline: Mapping[str, InlineEncoder] = INLINE_ENCODERS,
     ) -> None:
         self._special_cases = special_cases
         self._flattened = flattened
-        # The globals of the generated source: encoders (`_m<N>`) and enum tables (`_e_<name>`).
+        self._inline = inline
+        # The globals of the generated source: encoders (`_m<N>`), enum tables (`_e_<name>`), class
+        # methods (`_HasField_<name>`) and what inline special cases use.
         self._namespace: dict[str, object] = {"__builtins__": {"getattr": getattr}}
+        for inline_encoder in inline.values():
+            self._namespace.update(inline_encoder.globals)
         self._names: dict[str, str] = {}
         self._functions: dict[str, EncodeFn] = {}
         self._by_class: dict[type[Message], EncodeFn] = {}
@@ -84,7 +94,7 @@ class JsonEncoder:
         try:
             function = self._by_class[type(message)]
         except KeyError:
-            function = self._by_class[type(message)] = self.compile(descriptor_of(type(message)))
+            function = self._by_class[type(message)] = self.compile(type(message))
         return function(message)
 
     def encode_json(self, message: Message) -> bytes:
@@ -94,36 +104,38 @@ class JsonEncoder:
     def prepare(self, *message_types: type[Message]) -> None:
         """Compiles the encoders of these message types now, so that no request pays for it."""
         for message_type in message_types:
-            self._by_class[message_type] = self.compile(descriptor_of(message_type))
+            self._by_class[message_type] = self.compile(message_type)
 
-    def compile(self, descriptor: Descriptor) -> EncodeFn:
+    def compile(self, message_type: type[Message] | AnyDescriptor) -> EncodeFn:
         """The encoder of a message type, compiled with those it needs if not done yet."""
+        descriptor = descriptor_of(message_type)
         with self._lock:
             if descriptor.full_name not in self._functions:
                 self._compile_reachable(descriptor)
             return self._functions[descriptor.full_name]
 
-    def source(self, descriptor: Descriptor) -> str:
+    def source(self, message_type: type[Message] | AnyDescriptor) -> str:
         """The generated source of a message type's encoder, for reading and debugging."""
+        descriptor = descriptor_of(message_type)
         self.compile(descriptor)
         with self._lock:
+            special = self._special_cases.get(descriptor.full_name)
+            if special is not None:
+                return f"# {descriptor.full_name}: {special.__module__}.{special.__qualname__}\n"
             return self._source(descriptor)
 
     def _compile_reachable(self, root: Descriptor) -> None:
         descriptors = _reachable(root, self._functions)
         for descriptor in descriptors:
-            self._names[descriptor.full_name] = f"_m{len(self._names)}"
-        generated = [d for d in descriptors if d.full_name not in self._special_cases]
+            name = self._names.setdefault(descriptor.full_name, f"_m{len(self._names)}")
+            special = self._special_cases.get(descriptor.full_name)
+            if special is not None:
+                self._namespace[name] = special
         # Generated encoders call each other through globals, looked up at call time, so the order of
-        # definition does not matter and recursive message types work.
-        source = "\n".join(self._source(d) for d in generated)
-        namespace = dict(self._namespace)
-        for descriptor in descriptors:
-            if descriptor.full_name in self._special_cases:
-                namespace[self._names[descriptor.full_name]] = self._special_cases[descriptor.full_name]
-        exec(compile(source, "<gateway.jsonmap.encode>", "exec"), namespace)
-        # Published only once all of them exist, for threads encoding without the lock.
-        self._namespace.update(namespace)
+        # definition does not matter and recursive message types work. Threads encoding meanwhile
+        # cannot reach the new functions before they are all defined: they are listed after exec.
+        source = "\n".join(self._source(d) for d in descriptors if d.full_name not in self._special_cases)
+        exec(compile(source, "<gateway.jsonmap.encode>", "exec"), self._namespace)
         for descriptor in descriptors:
             function = self._namespace[self._names[descriptor.full_name]]
             self._functions[descriptor.full_name] = function  # type: ignore[assignment]
@@ -205,7 +217,12 @@ class JsonEncoder:
                 return f"{attribute}[:]", []
             return f"[{self._value('x', field)} for x in {attribute}[:]]", []
         if field.has_presence:
-            lines = [f"if {has}({source}, {key}):", f"    d[{key}] = {self._value(attribute, field)}"]
+            inline = self._inline.get(field.message_type.full_name) if field.message_type else None
+            if inline is not None:
+                setting = inline.statements(attribute, f"d[{key}]")
+            else:
+                setting = [f"d[{key}] = {self._value(attribute, field)}"]
+            lines = [f"if {has}({source}, {key}):", *(f"    {line}" for line in setting)]
             if null_when_unset(field):
                 lines += ["else:", f"    d[{key}] = None"]
             return None, lines
@@ -218,7 +235,8 @@ class JsonEncoder:
         if field.message_type is not None:
             return f"{self._names[field.message_type.full_name]}({expression})"
         if field.enum_type is not None:
-            return f"{self._enum_table(field.enum_type)}[{expression}]"
+            # `.get(n, n)`: a number without a name is written as the number (see enums.py).
+            return f"{self._enum_table(field.enum_type)}.get({expression}, {expression})"
         return expression
 
     def _method(self, descriptor: Descriptor, method: str) -> str:

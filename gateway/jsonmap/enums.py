@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from google.protobuf.descriptor import EnumDescriptor
+from gateway.jsonmap.contracts import AnyEnumDescriptor, enum_descriptor
 
 # Word boundaries of a CamelCase name: before an upper-case letter that follows a lower-case letter or a
 # digit, and before the last upper-case letter of an acronym that is followed by a lower-case one
@@ -17,24 +17,18 @@ from google.protobuf.descriptor import EnumDescriptor
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
-def enum_prefix(enum: EnumDescriptor) -> str:
+def enum_prefix(enum: AnyEnumDescriptor) -> str:
     """The prefix of the enum's value names: its name in UPPER_SNAKE case and `_`."""
     return _WORD_BOUNDARY.sub("_", enum.name).upper() + "_"
-
-
-class NumberNames(dict[int, "str | int"]):
-    """Number -> JSON name. A number the enum does not declare (proto3 enums are open) is written as
-    the number itself, as the proto3 JSON mapping does, rather than failing the whole response."""
-
-    def __missing__(self, number: int) -> str | int:
-        return number
 
 
 @dataclass(frozen=True, slots=True)
 class EnumNames:
     """The JSON names of one enum's values, both ways."""
 
-    by_number: NumberNames
+    # A number the enum does not declare (proto3 enums are open) has no name here; the encoder then
+    # writes the number itself, as the proto3 JSON mapping does, rather than failing the response.
+    by_number: dict[int, str]
     by_name: dict[str, int]
 
     def choices(self, *, with_zero: bool) -> list[str]:
@@ -42,10 +36,11 @@ class EnumNames:
         return [name for name, number in self.by_name.items() if with_zero or number != 0]
 
 
-def enum_names(enum: EnumDescriptor) -> EnumNames:
+def enum_names(enum: AnyEnumDescriptor) -> EnumNames:
     """The JSON names of the enum's values; ValueError if two values would get the same name."""
+    enum = enum_descriptor(enum)
     prefix = enum_prefix(enum)
-    by_number = NumberNames()
+    by_number: dict[int, str] = {}
     by_name: dict[str, int] = {}
     for value in enum.values:
         # A value outside the naming convention keeps its whole name rather than being cut wrongly.

@@ -15,6 +15,9 @@ from gateway.jsonmap.timestamps import decode_timestamp_into, encode_timestamp
 from gateway.protos import order_pb2
 
 _MEMBERS = frozenset({"type", "coordinates"})
+# The class's method, called as `_point_has_field(point, name)`: upb resolves `point.HasField` by
+# name on every call, which costs more than the call itself.
+_point_has_field = order_pb2.PolylinePoint.HasField
 
 POINT_SHAPE = 'must be a GeoJSON Point: {"type": "Point", "coordinates": [longitude, latitude]}'
 POINT_TYPE = 'must have "type": "Point"'
@@ -22,10 +25,6 @@ POINT_COORDINATES = "coordinates must be [longitude, latitude], two finite numbe
 LINE_SHAPE = 'must be a GeoJSON LineString: {"type": "LineString", "coordinates": [...]}'
 LINE_TYPE = 'must have "type": "LineString"'
 LINE_COORDINATES = 'coordinates must be an array of [longitude, latitude, altitude, "<timestamp>"]'
-# The class's method, called as `_point_has_field(point, name)`: upb resolves `point.HasField` by
-# name on every call, which costs more than the call itself.
-_point_has_field = order_pb2.PolylinePoint.HasField
-
 POSITION = 'must be [longitude, latitude, altitude, "<timestamp>"], three finite numbers and a timestamp'
 
 
@@ -50,8 +49,10 @@ def encode_line_string(line: order_pb2.LineString) -> dict[str, Json]:
     }
 
 
-def _finite_numbers(values: list[object]) -> list[float] | None:
-    """The values as floats when all are finite JSON numbers, else None."""
+def _finite_numbers(values: object, count: int) -> list[float] | None:
+    """The values as floats when they are an array of `count` finite JSON numbers, else None."""
+    if not isinstance(values, list) or len(values) != count:
+        return None
     numbers: list[float] = []
     for value in values:
         # bool is an int to Python but not a number to JSON; huge ints overflow float().
@@ -80,9 +81,7 @@ def decode_point_into(
     if data.get("type") != "Point":
         violations.append(FieldViolation(path, POINT_TYPE))
     coordinates = data.get("coordinates")
-    numbers = (
-        _finite_numbers(coordinates) if isinstance(coordinates, list) and len(coordinates) == 2 else None
-    )
+    numbers = _finite_numbers(coordinates, 2)
     if numbers is None:
         violations.append(FieldViolation(path, POINT_COORDINATES))
         return
@@ -109,14 +108,16 @@ def decode_line_string_into(
     points_path = child_path(path, "points")
     for index, position in enumerate(coordinates):
         position_path = item_path(points_path, index)
-        numbers = _finite_numbers(position[:3]) if isinstance(position, list) and len(position) == 4 else None
-        if numbers is None or not isinstance(position, list):
+        # A position is three numbers and a time: split it so the numbers are checked as one array.
+        numbers, recorded_at = None, None
+        if isinstance(position, list) and len(position) == 4:
+            numbers, recorded_at = _finite_numbers(position[:3], 3), position[3]
+        if numbers is None:
             violations.append(FieldViolation(position_path, POSITION))
             continue
         point = line.points.add()
         point.longitude, point.latitude, point.altitude = numbers
         # null is "no time", as for any field; the encoder writes an unset time that way.
-        recorded_at = position[3]
         if recorded_at is not None:
             decode_timestamp_into(
                 point.recorded_at, recorded_at, child_path(position_path, "recorded_at"), violations

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from google.protobuf import timestamp_pb2
 
 from gateway.jsonmap import geojson, jsonvalue, timestamps
-from gateway.jsonmap.contracts import DecodeFn, EncodeFn
+from gateway.jsonmap.contracts import DecodeFn, EncodeFn, InlineEncoder
 from gateway.jsonmap.flatoneof import FlatOneof
 from gateway.protos import json_pb2, order_pb2
 
@@ -30,6 +30,15 @@ SPECIAL_ENCODERS: Mapping[str, EncodeFn] = MappingProxyType(
         _JSON_OBJECT: jsonvalue.encode_object,
         _JSON_VALUE: jsonvalue.encode_value,
         _JSON_ARRAY: jsonvalue.encode_array,
+    }
+)
+
+# Special cases that generated encoders also write inline, for speed; the same result as above.
+INLINE_ENCODERS: Mapping[str, InlineEncoder] = MappingProxyType(
+    {
+        _TIMESTAMP: InlineEncoder(
+            timestamps.encode_timestamp_statements, timestamps.ENCODE_TIMESTAMP_GLOBALS
+        ),
     }
 )
 

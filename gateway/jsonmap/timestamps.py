@@ -10,8 +10,8 @@ Parsing is for request bodies only and favours strictness over speed.
 from __future__ import annotations
 
 import datetime
-import functools
 import re
+from typing import NoReturn
 
 from google.protobuf import timestamp_pb2
 
@@ -38,21 +38,36 @@ _RFC3339 = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=8192)
+# `YYYY-MM-DDTHH:` by hour since the epoch. The timestamps of one order, and of the orders of a day,
+# share few hours, and computing the date is the slow part of formatting. A plain dict read inline
+# (`.get(...) or _hour_prefix(...)`) is twice as fast as an lru_cache hit; it is bounded by clearing.
+_HOUR_PREFIXES: dict[int, str] = {}
+_MAX_CACHED_HOURS = 8192
+
+
 def _hour_prefix(hours: int) -> str:
-    """`YYYY-MM-DDTHH:` of an hour counted from 1970-01-01T00Z. Cached: the timestamps of one order,
-    and of the orders of one day, share few hours, and this is the slow part of formatting."""
+    """`YYYY-MM-DDTHH:` of an hour counted from 1970-01-01T00Z, remembered."""
     date = datetime.date.fromordinal(hours // 24 + _EPOCH_ORDINAL)
     # Not strftime: its `%Y` does not pad years before 1000 on every platform.
-    return f"{date.year:04d}-{date.month:02d}-{date.day:02d}T{hours % 24:02d}:"
+    prefix = f"{date.year:04d}-{date.month:02d}-{date.day:02d}T{hours % 24:02d}:"
+    if len(_HOUR_PREFIXES) >= _MAX_CACHED_HOURS:
+        _HOUR_PREFIXES.clear()
+    _HOUR_PREFIXES[hours] = prefix
+    return prefix
+
+
+def _out_of_range(seconds: int, nanos: int) -> NoReturn:
+    raise ValueError(f"timestamp out of range: seconds={seconds}, nanos={nanos}")
 
 
 def format_timestamp(seconds: int, nanos: int) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`; sub-millisecond digits are truncated, never rounded up."""
     if not (MIN_SECONDS <= seconds <= MAX_SECONDS and 0 <= nanos < NANOS_PER_SECOND):
-        raise ValueError(f"timestamp out of range: seconds={seconds}, nanos={nanos}")
+        _out_of_range(seconds, nanos)
     # Floor division and modulo also give the right hour and minute:second before 1970.
-    return _hour_prefix(seconds // 3600) + _MINUTES_SECONDS[seconds % 3600] + _MILLIS[nanos // 1_000_000]
+    hours = seconds // 3600
+    prefix = _HOUR_PREFIXES.get(hours) or _hour_prefix(hours)
+    return prefix + _MINUTES_SECONDS[seconds % 3600] + _MILLIS[nanos // 1_000_000]
 
 
 def encode_timestamp(timestamp: timestamp_pb2.Timestamp) -> str:
@@ -62,29 +77,58 @@ def encode_timestamp(timestamp: timestamp_pb2.Timestamp) -> str:
     seconds = timestamp.seconds
     nanos = timestamp.nanos
     if not (MIN_SECONDS <= seconds <= MAX_SECONDS and 0 <= nanos < NANOS_PER_SECOND):
-        raise ValueError(f"timestamp out of range: seconds={seconds}, nanos={nanos}")
-    return _hour_prefix(seconds // 3600) + _MINUTES_SECONDS[seconds % 3600] + _MILLIS[nanos // 1_000_000]
+        _out_of_range(seconds, nanos)
+    hours = seconds // 3600
+    prefix = _HOUR_PREFIXES.get(hours) or _hour_prefix(hours)
+    return prefix + _MINUTES_SECONDS[seconds % 3600] + _MILLIS[nanos // 1_000_000]
+
+
+def encode_timestamp_statements(value: str, target: str) -> list[str]:
+    """encode_timestamp as statements for generated encoders (encode.py), which assign `target` the
+    text of the Timestamp that the expression `value` reads: timestamps are two fifths of the time
+    it takes to encode an order, and a call is a fifth of each. Names: ENCODE_TIMESTAMP_GLOBALS."""
+    return [
+        f"t = {value}",
+        "s = t.seconds",
+        "n = t.nanos",
+        f"if not ({MIN_SECONDS} <= s <= {MAX_SECONDS} and 0 <= n < {NANOS_PER_SECOND}):",
+        "    _ts_out_of_range(s, n)",
+        f"{target} = (_ts_hours.get(s // 3600) or _ts_hour(s // 3600)) + _ts_mmss[s % 3600] + _ts_millis[n // 1000000]",
+    ]
+
+
+ENCODE_TIMESTAMP_GLOBALS: dict[str, object] = {
+    "_ts_hours": _HOUR_PREFIXES,
+    "_ts_hour": _hour_prefix,
+    "_ts_mmss": _MINUTES_SECONDS,
+    "_ts_millis": _MILLIS,
+    "_ts_out_of_range": _out_of_range,
+}
 
 
 def parse_timestamp(text: str) -> tuple[int, int]:
     """`(seconds, nanos)` since the epoch, in UTC, of an RFC 3339 date-time; ValueError otherwise."""
     match = _RFC3339.fullmatch(text)
     if match is None:
-        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time")
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     fraction, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10)
-    # date() checks the calendar (month lengths, leap years); leap seconds (:60) are not representable.
-    days = datetime.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    try:
+        # date() checks the calendar: month lengths, leap years, no year 0.
+        days = datetime.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError as error:
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time: {error}") from None
+    # Leap seconds (:60) have no Timestamp.
     if hour > 23 or minute > 59 or second > 59:
-        raise ValueError(f"time of day out of range: {text!r}")
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time: time of day out of range")
     offset = 0
     if sign is not None:
         if int(offset_hours) > 23 or int(offset_minutes) > 59:
-            raise ValueError(f"offset out of range: {text!r}")
+            raise ValueError(f"{text!r} is not an RFC 3339 date-time: offset out of range")
         offset = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (-1 if sign == "-" else 1)
     seconds = days * _SECONDS_PER_DAY + hour * 3600 + minute * 60 + second - offset
     if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise ValueError(f"outside the years 0001 to 9999 in UTC: {text!r}")
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time: outside the years 0001 to 9999 in UTC")
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
     return seconds, nanos
 

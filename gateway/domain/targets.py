@@ -50,7 +50,7 @@ def resolve_target(query: OrderQuery, records: Sequence[R]) -> R:
     matching = [
         r
         for r in records
-        if (query.type == 0 or r.type == query.type)
+        if query.type in (0, r.type)
         and (query.type_index is None or r.type_index == query.type_index)
         and (query.fulfillment_attempt is None or r.fulfillment_attempt == query.fulfillment_attempt)
     ]

@@ -9,8 +9,8 @@ _TYPE_PREFIX = "ORDER_TYPE_"
 
 
 def status_name(status: int) -> str:
-    return order_pb2.OrderStatus.Name(status).removeprefix(_STATUS_PREFIX).lower()  # type: ignore[arg-type]
+    return order_pb2.OrderStatus.Name(status).removeprefix(_STATUS_PREFIX).lower()
 
 
 def type_name(order_type: int) -> str:
-    return order_pb2.OrderType.Name(order_type).removeprefix(_TYPE_PREFIX).lower()  # type: ignore[arg-type]
+    return order_pb2.OrderType.Name(order_type).removeprefix(_TYPE_PREFIX).lower()

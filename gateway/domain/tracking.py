@@ -16,6 +16,7 @@ from gateway.domain.validation import (
     check_order_type,
     check_point,
     check_text,
+    check_timestamp,
     check_track_mode,
 )
 from gateway.protos import order_pb2, orders_service_pb2
@@ -56,6 +57,9 @@ def validate_track_request(request: orders_service_pb2.TrackOrdersRequest) -> No
             violations.append(FieldViolation(f"{field}.destination.radius", "must be an integer > 0"))
         if new.destination.HasField("address"):
             check_text(f"{field}.destination.address", new.destination.address, violations)
+        for name in ("scheduled_at", "scheduled_after"):
+            if new.HasField(name):
+                check_timestamp(f"{field}.{name}", getattr(new, name), violations)
         for name in ("type_index", "expected_service_time", "capacity_used"):
             if new.HasField(name):
                 check_non_negative(f"{field}.{name}", getattr(new, name), violations)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import unicodedata
 
+from google.protobuf import timestamp_pb2
+
 from gateway.domain.errors import FieldViolation, invalid
 from gateway.domain.targets import OrderQuery
 from gateway.protos import json_pb2, order_pb2
@@ -85,6 +87,16 @@ def _check_value(field: str, value: json_pb2.JsonValue, violations: list[FieldVi
     elif kind == "array_value":
         for i, item in enumerate(value.array_value.values):
             _check_value(f"{field}[{i}]", item, violations)
+
+
+# 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: what an ISO 8601 timestamp can spell.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+
+
+def check_timestamp(field: str, stamp: timestamp_pb2.Timestamp, violations: list[FieldViolation]) -> None:
+    if not (MIN_TIMESTAMP_S <= stamp.seconds <= MAX_TIMESTAMP_S and 0 <= stamp.nanos < 1_000_000_000):
+        violations.append(FieldViolation(field, "must be a time from year 1 to year 9999"))
 
 
 def check_point(field: str, point: order_pb2.Point, violations: list[FieldViolation]) -> None:

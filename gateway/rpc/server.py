@@ -47,7 +47,9 @@ class DatabaseHealth:
             serving = False
             if self.serving:
                 log.warning("store unavailable, health NOT_SERVING: %s", error)
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", SERVICE_NAME):
             await self._servicer.set(name, status)
         self.serving = serving
@@ -83,7 +85,7 @@ class GrpcServer:
         # SO_REUSEPORT only when several workers share the port on purpose; otherwise a
         # second server on the same port must fail to start rather than share it silently.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
-        orders_service_grpc.add_OrdersServiceServicer_to_server(servicer, server)
+        orders_service_grpc.add_OrdersServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         add_reflection(server, [SERVICE_NAME, HEALTH_SERVICE])

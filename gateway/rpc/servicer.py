@@ -14,7 +14,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
-from gateway.domain.errors import OrderError
+from gateway.domain.errors import OrderError, Unavailable
 from gateway.protos import orders_service_grpc, orders_service_pb2
 from gateway.rpc.status import internal_status, status_of, trailing_metadata
 from gateway.service.auth import Authenticator
@@ -36,7 +36,9 @@ class CallContext(Protocol):
 
     def time_remaining(self) -> float | None: ...
 
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn: ...
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
+    ) -> NoReturn: ...
 
 
 CallObserver = Callable[[str, grpc.StatusCode, float], None]
@@ -49,7 +51,7 @@ def metadata_value(context: CallContext, key: str) -> str | None:
     return None
 
 
-class OrdersServicer(orders_service_grpc.OrdersServiceServicer):  # type: ignore[misc]
+class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
     """The gRPC face of OrderCalls."""
 
     def __init__(
@@ -78,6 +80,9 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):  # type: ignore
             deadline = started + (DEFAULT_DEADLINE_S if remaining is None else remaining)
             return await call(account_id, request, deadline)
         except OrderError as error:
+            if isinstance(error, Unavailable):
+                # The caller hears "retry later"; the operator needs the cause.
+                log.warning("store unavailable in %s: %s", method, error, exc_info=error.__cause__)
             code, status = status_of(error)
             await context.abort(code, status.message, trailing_metadata(status))
         except asyncio.CancelledError:
@@ -91,12 +96,12 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):  # type: ignore
             if self._observe is not None:
                 self._observe(method, code, time.monotonic() - started)
 
-    async def TrackOrders(  # noqa: N802 - gRPC method names
+    async def TrackOrders(
         self, request: orders_service_pb2.TrackOrdersRequest, context: CallContext
     ) -> orders_service_pb2.TrackOrdersResponse:
         return await self._run("TrackOrders", context, self._calls.track_orders, request)
 
-    async def GetOrder(  # noqa: N802
+    async def GetOrder(
         self, request: orders_service_pb2.GetOrderRequest, context: CallContext
     ) -> orders_service_pb2.GetOrderResponse:
         order = await self._run("GetOrder", context, self._calls.get_order, request)
@@ -104,7 +109,7 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):  # type: ignore
         response.order.CopyFrom(order)
         return response
 
-    async def CancelOrder(  # noqa: N802
+    async def CancelOrder(
         self, request: orders_service_pb2.CancelOrderRequest, context: CallContext
     ) -> orders_service_pb2.CancelOrderResponse:
         order = await self._run("CancelOrder", context, self._calls.cancel_order, request)
@@ -112,7 +117,7 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):  # type: ignore
         response.order.CopyFrom(order)
         return response
 
-    async def CompleteOrder(  # noqa: N802
+    async def CompleteOrder(
         self, request: orders_service_pb2.CompleteOrderRequest, context: CallContext
     ) -> orders_service_pb2.CompleteOrderResponse:
         order = await self._run("CompleteOrder", context, self._calls.complete_order, request)
@@ -120,7 +125,7 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):  # type: ignore
         response.order.CopyFrom(order)
         return response
 
-    async def DisableOrder(  # noqa: N802
+    async def DisableOrder(
         self, request: orders_service_pb2.DisableOrderRequest, context: CallContext
     ) -> orders_service_pb2.DisableOrderResponse:
         order = await self._run("DisableOrder", context, self._calls.disable_order, request)

@@ -102,7 +102,7 @@ def error_info(status: status_pb2.Status | None) -> error_details_pb2.ErrorInfo 
 
 
 def field_violations(status: status_pb2.Status | None) -> list[FieldViolation]:
-    violations = []
+    violations: list[FieldViolation] = []
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()

@@ -10,10 +10,10 @@ from functools import partial
 from typing import Protocol
 
 from gateway.domain import lifecycle
+from gateway.domain.errors import FieldViolation, invalid
 from gateway.domain.targets import OrderQuery
 from gateway.domain.tracking import build_orders, validate_track_request
 from gateway.domain.validation import check_metadata, check_query
-from gateway.domain.errors import FieldViolation, invalid
 from gateway.protos import json_pb2, order_pb2, orders_service_pb2
 from gateway.store.base import OrderStore
 
@@ -25,12 +25,19 @@ SHARE_TOKEN_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ2345678
 class TargetedRequest(Protocol):
     """Get, cancel, complete and disable requests all name a record the same way."""
 
-    order_handle: str
-    type: int
-    type_index: int
-    fulfillment_attempt: int
+    @property
+    def order_handle(self) -> str: ...
 
-    def HasField(self, field_name: str) -> bool: ...  # noqa: N802 - protobuf's name
+    @property
+    def type(self) -> int: ...
+
+    @property
+    def type_index(self) -> int: ...
+
+    @property
+    def fulfillment_attempt(self) -> int: ...
+
+    def HasField(self, field_name: str) -> bool: ...
 
 
 def query_of(request: TargetedRequest) -> OrderQuery:
@@ -93,7 +100,11 @@ class OrderCalls:
             check_metadata("update.metadata", request.update.metadata, violations)
             if violations:
                 raise invalid("INVALID_ARGUMENT", violations)
-        change = partial(rule, update=request.update.metadata, now_ms=self._clock())
+        update, now_ms = request.update.metadata, self._clock()
+
+        def change(order: order_pb2.Order) -> bool:
+            return rule(order, update, now_ms)
+
         return await self.store.change_order(account_id, query, change, deadline=deadline)
 
     async def cancel_order(

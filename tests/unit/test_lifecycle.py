@@ -31,7 +31,7 @@ def north_of_dest(metres: float) -> tuple[float, float]:
 
 
 def make_order(
-    status: int = Status.ORDER_STATUS_ONGOING,
+    status: order_pb2.OrderStatus = Status.ORDER_STATUS_ONGOING,
     *,
     track: list[tuple[float, float]] | None = None,
     radius: int | None = 100,
@@ -78,13 +78,15 @@ def test_merge_of_nothing_changes_nothing() -> None:
 
 def test_merge_into_empty_metadata() -> None:
     order = order_pb2.Order(order_handle="h")
-    lifecycle.merge_metadata(order, jobj(k=json_pb2.JsonValue(null_value=0)))
+    lifecycle.merge_metadata(order, jobj(k=json_pb2.JsonValue(null_value="NULL_VALUE")))
     assert order.HasField("metadata")
     assert order.metadata.members[0].value.WhichOneof("kind") == "null_value"
 
 
 def test_merge_replaces_a_nested_object_whole() -> None:
-    order = order_pb2.Order(metadata=jobj(n=json_pb2.JsonValue(object_value=jobj(x=integer(1), y=integer(2)))))
+    order = order_pb2.Order(
+        metadata=jobj(n=json_pb2.JsonValue(object_value=jobj(x=integer(1), y=integer(2))))
+    )
     lifecycle.merge_metadata(order, jobj(n=json_pb2.JsonValue(object_value=jobj(z=integer(3)))))
     assert [m.key for m in order.metadata.members[0].value.object_value.members] == ["z"]
 
@@ -103,7 +105,14 @@ def test_last_tracked_location_of_an_untracked_order_is_none() -> None:
 
 @pytest.mark.parametrize(
     ("metres", "radius", "inside"),
-    [(0, 100, True), (50, 100, True), (99, 100, True), (101, 100, False), (150, 200, True), (5000, 100, False)],
+    [
+        (0, 100, True),
+        (50, 100, True),
+        (99, 100, True),
+        (101, 100, False),
+        (150, 200, True),
+        (5000, 100, False),
+    ],
 )
 def test_within_destination_by_radius(metres: float, radius: int, inside: bool) -> None:
     order = make_order(radius=radius)
@@ -113,7 +122,9 @@ def test_within_destination_by_radius(metres: float, radius: int, inside: bool) 
 
 def test_within_destination_defaults_to_100_metres() -> None:
     order = make_order(radius=None)
-    assert lifecycle.within_destination(order, order_pb2.Point(longitude=DEST.longitude, latitude=north_of_dest(90)[1]))
+    assert lifecycle.within_destination(
+        order, order_pb2.Point(longitude=DEST.longitude, latitude=north_of_dest(90)[1])
+    )
     assert not lifecycle.within_destination(
         order, order_pb2.Point(longitude=DEST.longitude, latitude=north_of_dest(110)[1])
     )
@@ -176,7 +187,7 @@ def test_cancel_without_route_handle_leaves_it_out_of_the_event() -> None:
         Status.ORDER_STATUS_DISABLED,
     ],
 )
-def test_cancel_any_open_status(status: int) -> None:
+def test_cancel_any_open_status(status: order_pb2.OrderStatus) -> None:
     order = make_order(status)
     assert lifecycle.cancel(order, json_pb2.JsonObject(), NOW_MS)
     assert order.status == Status.ORDER_STATUS_CANCELLED
@@ -271,7 +282,7 @@ def test_disable_again_changes_nothing() -> None:
         (Status.ORDER_STATUS_DISPATCHED, "ORDER_NOT_ONGOING", "dispatched"),
     ],
 )
-def test_disable_refuses_all_but_ongoing(status: int, reason: str, name: str) -> None:
+def test_disable_refuses_all_but_ongoing(status: order_pb2.OrderStatus, reason: str, name: str) -> None:
     order = make_order(status)
     before = order_pb2.Order()
     before.CopyFrom(order)

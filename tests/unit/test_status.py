@@ -39,20 +39,29 @@ def round_trip(status: status_pb2.Status) -> status_pb2.Status:
 
 
 def test_rich_status_round_trip_with_error_info_only() -> None:
-    status = rich_status(grpc.StatusCode.NOT_FOUND, "order 'x' not found", "ORDER_NOT_FOUND", {"order_handle": "x"})
+    status = rich_status(
+        grpc.StatusCode.NOT_FOUND, "order 'x' not found", "ORDER_NOT_FOUND", {"order_handle": "x"}
+    )
     read = round_trip(status)
     assert read == status
     assert read.code == grpc.StatusCode.NOT_FOUND.value[0]
     assert read.message == "order 'x' not found"
     info = error_info(read)
     assert info is not None
-    assert (info.reason, info.domain, dict(info.metadata)) == ("ORDER_NOT_FOUND", ERROR_DOMAIN, {"order_handle": "x"})
+    assert (info.reason, info.domain, dict(info.metadata)) == (
+        "ORDER_NOT_FOUND",
+        ERROR_DOMAIN,
+        {"order_handle": "x"},
+    )
     assert field_violations(read) == []
     assert len(read.details) == 1
 
 
 def test_rich_status_round_trip_with_violations() -> None:
-    violations = [FieldViolation("order_handle", "must be 1 to 255 characters"), FieldViolation("type_index", "bad")]
+    violations = [
+        FieldViolation("order_handle", "must be 1 to 255 characters"),
+        FieldViolation("type_index", "bad"),
+    ]
     status = rich_status(grpc.StatusCode.INVALID_ARGUMENT, "m", "INVALID_ARGUMENT", violations=violations)
     read = round_trip(status)
     assert field_violations(read) == violations
@@ -66,7 +75,10 @@ def test_rich_status_round_trip_with_violations() -> None:
     ("error", "code"),
     [
         (NotFound("ORDER_NOT_FOUND", "nf", {"order_handle": "h"}), grpc.StatusCode.NOT_FOUND),
-        (FailedPrecondition("ORDER_COMPLETED", "fp", {"status": "completed"}), grpc.StatusCode.FAILED_PRECONDITION),
+        (
+            FailedPrecondition("ORDER_COMPLETED", "fp", {"status": "completed"}),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ),
         (AlreadyExists("ORDER_ALREADY_TRACKED", "ae", {"status": "ongoing"}), grpc.StatusCode.ALREADY_EXISTS),
         (Unauthenticated("UNAUTHENTICATED", "ua", {"realm": "r"}), grpc.StatusCode.UNAUTHENTICATED),
         (Unavailable("STORE_BUSY", "un"), grpc.StatusCode.UNAVAILABLE),
@@ -117,7 +129,9 @@ def test_internal_status_says_nothing_of_the_failure() -> None:
         ((DETAILS_KEY, b"\xff\xff\xff"),),
     ],
 )
-def test_missing_or_malformed_details_read_as_none(metadata: tuple[tuple[str, str | bytes], ...] | None) -> None:
+def test_missing_or_malformed_details_read_as_none(
+    metadata: tuple[tuple[str, str | bytes], ...] | None,
+) -> None:
     assert details_from_metadata(metadata) is None
 
 

@@ -34,7 +34,9 @@ def build(
     req: orders_service_pb2.TrackOrdersRequest, history: dict[str, HandleHistory] | None = None
 ) -> list[order_pb2.Order]:
     urls = (f"https://trck.at/{i}" for i in itertools.count())
-    return build_orders(req, history or {}, now_ms=NOW_MS, route_handle="route-1", new_share_url=lambda: next(urls))
+    return build_orders(
+        req, history or {}, now_ms=NOW_MS, route_handle="route-1", new_share_url=lambda: next(urls)
+    )
 
 
 def violations_of(req: orders_service_pb2.TrackOrdersRequest) -> dict[str, str]:
@@ -227,3 +229,21 @@ def test_unset_request_fields_stay_unset() -> None:
     assert not order.HasField("device_id")
     assert not order.HasField("ops_group_handle")
     assert order.type == DROP
+
+
+@pytest.mark.parametrize("name", ["scheduled_at", "scheduled_after"])
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(253_402_300_800, 0), (-62_135_596_801, 0), (0, -1), (0, 1_000_000_000)]
+)
+def test_times_outside_what_iso_8601_spells_are_refused(name: str, seconds: int, nanos: int) -> None:
+    order = new("h")
+    getattr(order, name).seconds = seconds
+    getattr(order, name).nanos = nanos
+    assert violations_of(request(order)) == {f"orders[0].{name}": "must be a time from year 1 to year 9999"}
+
+
+def test_times_at_the_edges_of_iso_8601_pass() -> None:
+    order = new("h")
+    order.scheduled_at.seconds = 253_402_300_799
+    order.scheduled_after.seconds = -62_135_596_800
+    validate_track_request(request(order))

@@ -16,7 +16,9 @@ READ COMMITTED is enough under those locks; a deadlock (or a serialization failu
 should a server default to a stricter level) rolls back the whole transaction, which
 is retried with back-off until the call's deadline. Every statement is bounded by the
 time left before the deadline. Failures leave this module only as `Unavailable`
-(never an asyncpg type) with a message that names the server but never the password.
+(never an asyncpg type). A call's message goes to the API caller, so it says what
+happened but not where or why; the cause stays chained for logs. Opening and `ping`
+answer operators, so they name the server (never its password) and the reason.
 """
 
 from __future__ import annotations
@@ -62,15 +64,22 @@ CONNECT_TIMEOUT_S = 10.0
 MIGRATION_TIMEOUT_S = 60.0
 DEFAULT_CALL_S = 5.0
 PING_TIMEOUT_S = 1.0
+# How long a call keeps trying new connections when the server seems gone: long
+# enough to replace pooled connections a restart has cut, short enough that calls
+# fail fast (and do not pile up) while the server is really down.
+RECONNECT_WINDOW_S = 1.0
 CLOSE_TIMEOUT_S = 5.0
 
 # Errors after which the whole transaction was rolled back by the server and may
 # simply run again.
 _RETRYABLE = (asyncpg.exceptions.SerializationError, asyncpg.exceptions.DeadlockDetectedError)
 # Errors that say the connection (or the server behind it) is gone or not ready:
-# before a write began, another connection may well succeed.
+# before a write began, another connection may well succeed. A pooled connection
+# whose server process was terminated while idle fails its next statement with an
+# InternalClientError (the protocol got an unsolicited FATAL), so that counts too.
 _CONNECTION_LOST = (
     OSError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
@@ -209,18 +218,20 @@ class PostgresStore:
     async def _call(self, work: Work[T], deadline: float, *, write: bool) -> T:
         """Run `work` on a pooled connection (in one transaction if `write`), retrying until `deadline`."""
         delay = FIRST_RETRY_S
+        reconnect_until = min(deadline, time.monotonic() + RECONNECT_WINDOW_S)
         while True:
             try:
                 return await self._attempt(work, deadline, write=write)
             except _Retry as retry:
-                if time.monotonic() + delay > deadline:
-                    cause = retry.__cause__ or retry
+                cause = retry.__cause__ or retry
+                give_up_at = deadline if isinstance(cause, _RETRYABLE) else reconnect_until
+                if time.monotonic() + delay > give_up_at:
                     if isinstance(cause, _RETRYABLE):
                         raise Unavailable(
                             "STORE_BUSY", "the database stayed busy until the deadline; retry later"
                         ) from cause
                     raise Unavailable(
-                        "STORE_UNAVAILABLE", f"cannot reach the database at {self.location}: {_reason(cause)}"
+                        "STORE_UNAVAILABLE", "the database cannot be reached; retry later"
                     ) from cause
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, MAX_RETRY_S)
@@ -235,9 +246,7 @@ class PostgresStore:
         except _CONNECTION_LOST as error:
             raise _Retry from error
         except _DATABASE_ERRORS as error:
-            raise Unavailable(
-                "STORE_UNAVAILABLE", f"cannot connect to the database at {self.location}: {_reason(error)}"
-            ) from error
+            raise Unavailable("STORE_UNAVAILABLE", "cannot get a database connection") from error
         try:
             if write:
                 return await self._transaction(connection, work, deadline)
@@ -262,9 +271,7 @@ class PostgresStore:
                 "an order of this request was tracked by another call at the same time",
             ) from error
         except _DATABASE_ERRORS as error:
-            raise Unavailable(
-                "STORE_UNAVAILABLE", f"the database could not complete the call: {_reason(error)}"
-            ) from error
+            raise Unavailable("STORE_UNAVAILABLE", "the database could not complete the call") from error
         finally:
             # The pool rolls back what is left open and discards a broken connection.
             await self._pool.release(connection)
@@ -382,11 +389,19 @@ class PostgresStore:
         async def probe(connection: Any, deadline: float) -> None:
             read_only, version = await connection.fetchrow(_PING, timeout=_timeout(deadline))
             if read_only:
-                raise Unavailable("STORE_READ_ONLY", f"the database at {self.location} takes no writes")
+                raise Unavailable("STORE_READ_ONLY", "the database takes no writes (a standby, or read-only)")
             if version is None:
-                raise Unavailable("STORE_UNAVAILABLE", f"the database at {self.location} has no schema")
+                raise Unavailable("STORE_UNAVAILABLE", "the database has no schema")
 
-        await self._call(probe, time.monotonic() + PING_TIMEOUT_S, write=False)
+        try:
+            await self._call(probe, time.monotonic() + PING_TIMEOUT_S, write=False)
+        except Unavailable as error:
+            # Only operators see a ping's answer (health checks log it), so it may say
+            # which server and what went wrong; a call's error goes to the caller as is.
+            cause = f": {_reason(error.__cause__)}" if error.__cause__ is not None else ""
+            raise Unavailable(
+                error.reason, f"{error.message} (PostgreSQL at {self.location}{cause})", error.metadata
+            ) from error.__cause__
 
     async def close(self) -> None:
         """Close the pool, waiting a little for calls in flight; then cut what is left."""

@@ -55,13 +55,19 @@ async def migrate(connection: Any) -> int:
 
     `connection` is an `asyncpg.Connection` (typed loosely: asyncpg ships no types).
     """
+    # Fast path, without a lock or any DDL: a database already up to date (the usual
+    # start-up, and a read-only one) is only read.
+    if await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        applied = {row[0] for row in await connection.fetch("SELECT version FROM schema_migrations")}
+        if all(number in applied for number, _, _ in MIGRATIONS):
+            return MIGRATIONS[-1][0]
     version = 0
     for number, name, script in MIGRATIONS:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
             await connection.execute(_CREATE_MIGRATIONS_TABLE)
-            applied = await connection.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", number)
-            if applied is None:
+            done = await connection.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", number)
+            if done is None:
                 # Without arguments asyncpg sends the script as one simple query, so a
                 # migration may hold several statements.
                 await connection.execute(script)

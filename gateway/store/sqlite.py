@@ -62,8 +62,13 @@ class SqliteStore:
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as error:
+            raise Unavailable(
+                "STORE_UNAVAILABLE", f"cannot open the SQLite database {path}: {error}"
+            ) from error
         try:
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL: a commit survives the process being killed; only a power cut may
@@ -75,7 +80,9 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=0")
         except sqlite3.Error as error:
             db.close()
-            raise Unavailable("STORE_UNAVAILABLE", f"cannot open the SQLite database {path}: {error}") from error
+            raise Unavailable(
+                "STORE_UNAVAILABLE", f"cannot open the SQLite database {path}: {error}"
+            ) from error
         return cls(db, path)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T], deadline: float) -> T:
@@ -151,10 +158,7 @@ class SqliteStore:
             db.executemany(
                 "INSERT INTO orders (account_id, order_handle, type, type_index, fulfillment_attempt,"
                 " status, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (account_id, *record_key(o), o.status, o.SerializeToString(), now, now)
-                    for o in orders
-                ],
+                [(account_id, *record_key(o), o.status, o.SerializeToString(), now, now) for o in orders],
             )
             return orders
 

@@ -46,14 +46,22 @@ def build_parser(environ: Any) -> argparse.ArgumentParser:
     add(serve, config.SERVE_OPTIONS, environ)
     grpc_only = commands.add_parser("grpc", help="only the gRPC server")
     add(grpc_only, config.GRPC_OPTIONS, environ)
-    http_only = commands.add_parser("http", help="only the REST front end, in front of gRPC servers (--backend)")
+    http_only = commands.add_parser(
+        "http", help="only the REST front end, in front of gRPC servers (--backend)"
+    )
     add(http_only, config.HTTP_OPTIONS, environ)
 
     accounts = commands.add_parser("accounts", help="manage accounts")
-    account_commands = accounts.add_subparsers(dest="accounts_command", required=True, parser_class=OneLineParser)
-    create = account_commands.add_parser("create", help="create an account; prints ACCOUNT_ID:SECRET_KEY once")
+    account_commands = accounts.add_subparsers(
+        dest="accounts_command", required=True, parser_class=OneLineParser
+    )
+    create = account_commands.add_parser(
+        "create", help="create an account; prints ACCOUNT_ID:SECRET_KEY once"
+    )
     add(create, (config.DATABASE,), environ)
-    create.add_argument("account_id", type=config._argparse_type(config.Option("ACCOUNT_ID", account_id, None, "")))
+    create.add_argument(
+        "account_id", type=config._argparse_type(config.Option("ACCOUNT_ID", account_id, None, ""))
+    )
 
     seed = commands.add_parser("seed", help="create N open orders for load tests")
     add(seed, (config.DATABASE, config.ACCOUNT, config.COUNT, config.PREFIX), environ)
@@ -77,13 +85,11 @@ def banner(args: argparse.Namespace, mode: str, http_port: int | None, grpc_port
     if grpc_port is not None:
         lines.append(f"  gRPC  {host}:{grpc_port}  ({SERVICE_NAME}, grpc.health.v1.Health, reflection)")
     if mode != "http":
-        lines.append(f"  database  {args.database}")
+        lines.append(f"  database  {config.redacted(args.database)}")
     demo = mode != "http" and not args.no_demo
     if demo:
         token = base64.b64encode(f"{DEMO_ACCOUNT}:{DEMO_SECRET}".encode()).decode()
-        lines.append(
-            f"Demo account, for local use only: AccountID {DEMO_ACCOUNT}, SecretKey {DEMO_SECRET}"
-        )
+        lines.append(f"Demo account, for local use only: AccountID {DEMO_ACCOUNT}, SecretKey {DEMO_SECRET}")
         lines.append("Try:")
         if http_port is not None:
             insecure = " -k" if scheme == "https" else ""
@@ -94,7 +100,7 @@ def banner(args: argparse.Namespace, mode: str, http_port: int | None, grpc_port
         if grpc_port is not None and scheme == "http":
             lines.append(
                 f"  grpcurl -plaintext -H 'authorization: Basic {token}'"
-                f" -d '{{\"order_handle\": \"{REFERENCE_ORDER}\"}}'"
+                f' -d \'{{"order_handle": "{REFERENCE_ORDER}"}}\''
                 f" {host}:{grpc_port} {SERVICE_NAME}/GetOrder"
             )
     lines.append(f"Stop with Ctrl-C or SIGTERM: calls in flight get {args.grace:g} s to finish.")
@@ -128,7 +134,9 @@ def _supervise(mode: str, args: argparse.Namespace) -> int:
         return 2
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
-    workers = [context.Process(target=_worker, args=(mode, args, ready), daemon=False) for _ in range(args.workers)]
+    workers = [
+        context.Process(target=_worker, args=(mode, args, ready), daemon=False) for _ in range(args.workers)
+    ]
     for worker in workers:
         worker.start()
 
@@ -199,14 +207,16 @@ async def _seed(args: argparse.Namespace) -> int:
         created = await seed_orders(store, args.account, args.count, args.prefix)
     finally:
         await store.close()
-    print(f"seeded {created} open orders ({args.prefix}0 ... {args.prefix}{args.count - 1}) for {args.account}")
+    print(
+        f"seeded {created} open orders ({args.prefix}0 ... {args.prefix}{args.count - 1}) for {args.account}"
+    )
     return 0
 
 
 async def _migrate(args: argparse.Namespace) -> int:
     store = await open_store(args.database)
     await store.close()
-    print(f"schema of {args.database} is up to date")
+    print(f"schema of {config.redacted(args.database)} is up to date")
     return 0
 
 
@@ -223,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"accounts": _create_account, "seed": _seed, "migrate": _migrate}
     try:
         return asyncio.run(commands[args.command](args))
-    except Exception as error:  # noqa: BLE001 - one clear line for a command-line tool
+    except Exception as error:
         print(f"hypertrack-gateway: error: {error}", file=sys.stderr)
         return 1
 

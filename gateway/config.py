@@ -54,6 +54,11 @@ def host(text: str) -> str:
     return text
 
 
+def redacted(url: str) -> str:
+    """A database URL fit to print: any password replaced by `***`."""
+    return re.sub(r"^(postgres(?:ql)?://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def database_url(text: str) -> str:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
@@ -117,26 +122,76 @@ NO_DEMO = Option("--no-demo", boolean, False, "do not create the demo account an
 WORKERS = Option("--workers", positive_int, 1, "processes sharing the ports (SO_REUSEPORT)")
 BACKEND = Option("--backend", backend_target, None, "gRPC servers to call: HOST:PORT or dns:///NAME:PORT")
 GRACE = Option("--grace", positive_float, 10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
-DEFAULT_TIMEOUT = Option("--default-timeout", positive_float, 10.0, "deadline of a REST call without Grpc-Timeout")
+DEFAULT_TIMEOUT = Option(
+    "--default-timeout", positive_float, 10.0, "deadline of a REST call without Grpc-Timeout"
+)
 MAX_TIMEOUT = Option("--max-timeout", positive_float, 60.0, "cap on any REST call's deadline")
 MAX_BODY = Option("--max-body-bytes", positive_int, 65536, "largest REST request body (else 413)")
-BODY_TIMEOUT = Option("--body-timeout", positive_float, 10.0, "seconds a REST request body may take to arrive")
+BODY_TIMEOUT = Option(
+    "--body-timeout", positive_float, 10.0, "seconds a REST request body may take to arrive"
+)
 LOG_LEVEL = Option("--log-level", log_level, "info", "debug, info, warning or error")
 TLS_CERT = Option("--tls-cert", existing_file, None, "PEM certificate chain: serve REST and gRPC over TLS")
 TLS_KEY = Option("--tls-key", existing_file, None, "PEM private key of --tls-cert")
-TLS_CLIENT_CA = Option("--tls-client-ca", existing_file, None, "PEM CA: gRPC clients must present a certificate it signed")
+TLS_CLIENT_CA = Option(
+    "--tls-client-ca", existing_file, None, "PEM CA: gRPC clients must present a certificate it signed"
+)
 BACKEND_CA = Option("--backend-ca", existing_file, None, "PEM CA to trust for a TLS --backend")
-BACKEND_CERT = Option("--backend-cert", existing_file, None, "PEM client certificate for a mutual-TLS --backend")
+BACKEND_CERT = Option(
+    "--backend-cert", existing_file, None, "PEM client certificate for a mutual-TLS --backend"
+)
 BACKEND_KEY = Option("--backend-key", existing_file, None, "PEM private key of --backend-cert")
 ACCOUNT = Option("--account", str, None, "account id")
 COUNT = Option("--count", positive_int, None, "how many orders")
 PREFIX = Option("--prefix", str, "load-", "handle prefix")
 
-SERVE_OPTIONS = (HOST, HTTP_PORT, GRPC_PORT, DATABASE, NO_DEMO, WORKERS, GRACE, DEFAULT_TIMEOUT, MAX_TIMEOUT,
-                 MAX_BODY, BODY_TIMEOUT, LOG_LEVEL, TLS_CERT, TLS_KEY, TLS_CLIENT_CA)
-GRPC_OPTIONS = (HOST, GRPC_PORT, DATABASE, NO_DEMO, WORKERS, GRACE, LOG_LEVEL, TLS_CERT, TLS_KEY, TLS_CLIENT_CA)
-HTTP_OPTIONS = (HOST, HTTP_PORT, BACKEND, DATABASE, WORKERS, GRACE, DEFAULT_TIMEOUT, MAX_TIMEOUT, MAX_BODY,
-                BODY_TIMEOUT, LOG_LEVEL, TLS_CERT, TLS_KEY, BACKEND_CA, BACKEND_CERT, BACKEND_KEY)
+SERVE_OPTIONS = (
+    HOST,
+    HTTP_PORT,
+    GRPC_PORT,
+    DATABASE,
+    NO_DEMO,
+    WORKERS,
+    GRACE,
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    MAX_BODY,
+    BODY_TIMEOUT,
+    LOG_LEVEL,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_CLIENT_CA,
+)
+GRPC_OPTIONS = (
+    HOST,
+    GRPC_PORT,
+    DATABASE,
+    NO_DEMO,
+    WORKERS,
+    GRACE,
+    LOG_LEVEL,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_CLIENT_CA,
+)
+HTTP_OPTIONS = (
+    HOST,
+    HTTP_PORT,
+    BACKEND,
+    DATABASE,
+    WORKERS,
+    GRACE,
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    MAX_BODY,
+    BODY_TIMEOUT,
+    LOG_LEVEL,
+    TLS_CERT,
+    TLS_KEY,
+    BACKEND_CA,
+    BACKEND_CERT,
+    BACKEND_KEY,
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -146,7 +201,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], environ: Mapping[str, str]) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, options: Sequence[Option], environ: Mapping[str, str]
+) -> None:
     """Add each option as a flag whose default comes from its environment variable, if set."""
     for option in options:
         default = option.default
@@ -157,7 +214,9 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], envi
                 parser.exit(2, f"{parser.prog}: error: {option.env}: {error}\n")
         help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
         if option.is_switch:
-            parser.add_argument(option.flag, dest=option.dest, action="store_true", default=default, help=help_text)
+            parser.add_argument(
+                option.flag, dest=option.dest, action="store_true", default=default, help=help_text
+            )
         else:
             parser.add_argument(
                 option.flag, dest=option.dest, type=_argparse_type(option), default=default, help=help_text

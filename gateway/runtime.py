@@ -13,7 +13,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,7 +114,12 @@ async def start(mode: str, args: argparse.Namespace, *, reuse_port: bool) -> Run
             store = running.store = InstrumentedStore(await open_store(args.database), metrics)
             servicer = OrdersServicer(OrderCalls(store), Authenticator(store), observe=metrics.observe_call)
             running.grpc = await GrpcServer.start(
-                servicer, store, host=args.host, port=args.grpc_port, reuse_port=reuse_port, tls=server_tls(args)
+                servicer,
+                store,
+                host=args.host,
+                port=args.grpc_port,
+                reuse_port=reuse_port,
+                tls=server_tls(args),
             )
             if mode == "serve":
                 health = running.grpc.health
@@ -159,8 +164,13 @@ async def start(mode: str, args: argparse.Namespace, *, reuse_port: bool) -> Run
     return running
 
 
-async def run_until_signalled(mode: str, args: argparse.Namespace, *, reuse_port: bool,
-                              announce: Callable[[Running], None] | None = None) -> int:
+async def run_until_signalled(
+    mode: str,
+    args: argparse.Namespace,
+    *,
+    reuse_port: bool,
+    announce: Callable[[Running], None] | None = None,
+) -> int:
     """Run `mode` until SIGTERM or SIGINT, then stop gracefully; the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -18,7 +18,8 @@ from gateway.store.base import OrderStore
 
 BATCH = 1000
 _DESTINATION = order_pb2.Destination(
-    geometry=order_pb2.Point(longitude=-121.8610066, latitude=37.3263062), address="748 Story Rd, San Jose, CA 95112"
+    geometry=order_pb2.Point(longitude=-121.8610066, latitude=37.3263062),
+    address="748 Story Rd, San Jose, CA 95112",
 )
 
 
@@ -28,7 +29,9 @@ async def seed_orders(store: OrderStore, account_id: str, count: int, prefix: st
     for start in range(0, count, BATCH):
         handles = [f"{prefix}{i}" for i in range(start, min(start + BATCH, count))]
 
-        def build(history: Mapping[str, HandleHistory], handles: list[str] = handles) -> list[order_pb2.Order]:
+        def build(
+            history: Mapping[str, HandleHistory], handles: list[str] = handles
+        ) -> list[order_pb2.Order]:
             request = orders_service_pb2.TrackOrdersRequest(
                 worker_handle="load-worker", track_mode=order_pb2.TRACK_MODE_ON_TIME
             )

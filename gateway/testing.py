@@ -67,14 +67,16 @@ class GatewayStack:
     def rest_auth(self, account_id: str | None = None, secret: str | None = None) -> dict[str, str]:
         return {"Authorization": basic(account_id or self.account_id, secret or self.secret)}
 
-    def grpc_auth(self, account_id: str | None = None, secret: str | None = None) -> tuple[tuple[str, str], ...]:
+    def grpc_auth(
+        self, account_id: str | None = None, secret: str | None = None
+    ) -> tuple[tuple[str, str], ...]:
         return (("authorization", basic(account_id or self.account_id, secret or self.secret)),)
 
     def stub(self) -> orders_service_grpc.OrdersServiceStub:
         """A client of the gRPC server over a real socket (closed with the stack)."""
         channel = grpc.aio.insecure_channel(self.grpc_target)
         self._channels.append(channel)
-        return orders_service_grpc.OrdersServiceStub(channel)
+        return orders_service_grpc.OrdersServiceStub(channel)  # type: ignore[no-untyped-call]
 
     async def create_account(self, account_id: str) -> tuple[str, str]:
         secret = new_secret()

@@ -57,9 +57,7 @@ class GatewayProcess:
         return [line.strip() for line in self.banner if line.strip().startswith(program + " ")]
 
     @classmethod
-    def start(
-        cls, args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
-    ) -> GatewayProcess:
+    def start(cls, args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None) -> GatewayProcess:
         process = subprocess.Popen(
             [executable(), *args],
             cwd=cwd,

@@ -3,11 +3,11 @@ and no change breaks callers of the recorded compatibility baseline."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
 import tarfile
-import io
 from pathlib import Path
 
 import pytest
@@ -63,5 +63,5 @@ def test_no_breaking_change_since_baseline(tmp_path: Path) -> None:
     image = tmp_path / "baseline.binpb"
     built = run(buf(), "build", "-o", str(image), cwd=tmp_path)
     assert built.returncode == 0, built.stdout + built.stderr
-    breaking = run(buf(), "breaking", "--against", str(image))
+    breaking = run(buf(), "breaking", "protos", "--against", str(image))
     assert breaking.returncode == 0, f"breaking changes since {commit}:\n{breaking.stdout}{breaking.stderr}"

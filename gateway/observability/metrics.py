@@ -98,7 +98,9 @@ class InstrumentedStore:
             self._metrics.observe_store(operation, time.perf_counter() - started)
 
     async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order:
-        return await self._timed("get_order", lambda: self._store.get_order(account_id, query, deadline=deadline))
+        return await self._timed(
+            "get_order", lambda: self._store.get_order(account_id, query, deadline=deadline)
+        )
 
     async def change_order(
         self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float

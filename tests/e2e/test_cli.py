@@ -34,7 +34,9 @@ def free_port() -> int:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([executable(), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [executable(), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 async def shell(command: str, *, tool_dir: str) -> tuple[int, str, str]:
@@ -141,7 +143,9 @@ async def test_sigterm_lets_cancels_in_flight_finish(tmp_path: Path) -> None:
 
     # A new connection per request: after SIGTERM a request is either answered in full or refused.
     connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(headers={"Authorization": basic(account_id, secret)}, connector=connector) as http:
+    async with aiohttp.ClientSession(
+        headers={"Authorization": basic(account_id, secret)}, connector=connector
+    ) as http:
         handles = [f"load-{i}" for i in range(400)]
         workers = [asyncio.create_task(cancel_all(handles[i::8], http)) for i in range(8)]
         await asyncio.wait_for(halfway.wait(), timeout=60)
@@ -175,10 +179,13 @@ async def test_health_readiness_metrics_and_logs(tmp_path: Path) -> None:
             async with http.get(f"{gateway.rest_url}/readyz") as response:
                 assert response.status == 200, await response.text()
             for handle in ("order-3", "order-4"):
-                async with http.post(f"{gateway.rest_url}/orders/{handle}/cancel", headers=DEMO_AUTH) as response:
+                async with http.post(
+                    f"{gateway.rest_url}/orders/{handle}/cancel", headers=DEMO_AUTH
+                ) as response:
                     assert response.status == 200
             async with http.post(
-                f"{gateway.rest_url}/orders/order-5/cancel", headers={"Authorization": basic("demo", "wrong-secret")}
+                f"{gateway.rest_url}/orders/order-5/cancel",
+                headers={"Authorization": basic("demo", "wrong-secret")},
             ) as response:
                 assert response.status == 401
 
@@ -198,10 +205,19 @@ async def test_health_readiness_metrics_and_logs(tmp_path: Path) -> None:
             async with http.get(f"{gateway.rest_url}/metrics") as response:
                 metrics = await response.text()
         cancel_route = 'route="/orders/{order_handle}/cancel"'
-        assert f'hypertrack_gateway_http_requests_total{{method="POST",{cancel_route},status="200"}} 2.0' in metrics
-        assert f'hypertrack_gateway_http_requests_total{{method="POST",{cancel_route},status="401"}} 1.0' in metrics
+        assert (
+            f'hypertrack_gateway_http_requests_total{{method="POST",{cancel_route},status="200"}} 2.0'
+            in metrics
+        )
+        assert (
+            f'hypertrack_gateway_http_requests_total{{method="POST",{cancel_route},status="401"}} 1.0'
+            in metrics
+        )
         assert 'hypertrack_gateway_grpc_calls_total{code="OK",method="CancelOrder"} 2.0' in metrics
-        assert 'hypertrack_gateway_store_operation_duration_seconds_count{operation="change_order"} 2.0' in metrics
+        assert (
+            'hypertrack_gateway_store_operation_duration_seconds_count{operation="change_order"} 2.0'
+            in metrics
+        )
     finally:
         assert gateway.stop() == 0
     records = [json.loads(line) for line in gateway.stderr_lines]
@@ -225,7 +241,9 @@ async def test_accounts_create_prints_a_working_secret_once(tmp_path: Path) -> N
     with sqlite3.connect(tmp_path / "orders.db") as db:
         stored = db.execute("SELECT secret_hash FROM accounts WHERE account_id = 'acme'").fetchone()[0]
     assert secret.encode() not in stored
-    seeded = cli("seed", "--database", database, "--account", "acme", "--count", "3", "--prefix", "x-", cwd=tmp_path)
+    seeded = cli(
+        "seed", "--database", database, "--account", "acme", "--count", "3", "--prefix", "x-", cwd=tmp_path
+    )
     assert seeded.returncode == 0, seeded.stderr
     gateway = GatewayProcess.start(
         ["serve", "--database", database, "--no-demo"], cwd=tmp_path, env=EPHEMERAL_PORTS
@@ -244,8 +262,17 @@ async def test_accounts_create_prints_a_working_secret_once(tmp_path: Path) -> N
 async def test_workers_share_the_ports(tmp_path: Path) -> None:
     http_port, grpc_port = free_port(), free_port()
     gateway = GatewayProcess.start(
-        ["serve", "--workers", "2", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-         "--database", f"sqlite:///{tmp_path / 'orders.db'}"],
+        [
+            "serve",
+            "--workers",
+            "2",
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--database",
+            f"sqlite:///{tmp_path / 'orders.db'}",
+        ],
         cwd=tmp_path,
     )
     try:

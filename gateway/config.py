@@ -67,10 +67,19 @@ def database_url(text: str) -> str:
     raise ValueError(f"must be sqlite:///PATH or postgresql://..., not {text!r}")
 
 
+_HOST_PORT = r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}"
+_BACKEND = re.compile(
+    rf"^(?:{_HOST_PORT}"  # host:port
+    rf"|dns:(?://[A-Za-z0-9_.\-:\[\]]*)?/{_HOST_PORT}"  # dns:///name:port, dns://resolver/name:port
+    rf"|ipv[46]:{_HOST_PORT}(?:,{_HOST_PORT})*)$"  # ipv4:a:p,b:q (a fixed list)
+)
+
+
 def backend_target(text: str) -> str:
-    if re.match(r"^(dns:///)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$", text):
+    """A gRPC target: each address it names is balanced round-robin."""
+    if _BACKEND.match(text):
         return text
-    raise ValueError(f"must be HOST:PORT or dns:///NAME:PORT, not {text!r}")
+    raise ValueError(f"must be HOST:PORT, dns:///NAME:PORT or ipv4:HOST:PORT,HOST:PORT..., not {text!r}")
 
 
 def existing_file(text: str) -> Path:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import grpc
 from aiohttp import web
@@ -40,6 +40,8 @@ from gateway.rest.rules import RestCall, rest_calls
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# What is wrong with a request: {location: {field: [messages]}}, the detail of its 422.
+Problems = dict[str, dict[str, list[str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +140,15 @@ class RestGateway:
         out = getattr(reply, call.response_body) if call.response_body else reply
         return web.Response(status=call.success_status, body=encode_json(out), headers=JSON_HEADERS)
 
-    async def _request_message(self, call: RestCall, segments: list[str], request: web.BaseRequest) -> Message:
+    async def _request_message(
+        self, call: RestCall, segments: list[str], request: web.BaseRequest
+    ) -> Message:
         """The request message from the path, the query string and the body."""
         try:
             bound = call.path.bind(segments)
         except PathDecodeError as error:
             raise validation_error({"path": {error.field: ["must be valid percent-encoded UTF-8"]}}) from None
-        problems: dict[str, dict[str, list[str]]] = {}
+        problems: Problems = {}
         params, query_problems = parse_query_string(request.raw_path.partition("?")[2])
         message = call.request_class(**bound)
         query_problems.update(apply_query(message, params, call.query_fields))
@@ -164,7 +168,7 @@ class RestGateway:
         message: Message,
         request: web.BaseRequest,
         bound: dict[str, str],
-        problems: dict[str, dict[str, list[str]]],
+        problems: Problems,
     ) -> None:
         raw = await read_body(
             request, max_bytes=self.settings.max_body_bytes, timeout_s=self.settings.body_timeout_s
@@ -172,11 +176,16 @@ class RestGateway:
         if not raw:
             return
         require_json_content_type(request)
-        value = parse_json(raw)
+        try:
+            value = parse_json(raw)
+        except RestError as error:  # a 422 whose detail is problems: reported with those found so far
+            _add_problems(problems, cast(Problems, error.detail))
+            return
+        if call.body == "*" and not isinstance(value, dict):
+            _add_problems(problems, {"body": {"body": ["must be a JSON object"]}})
+            return
         try:
             if call.body == "*":
-                if not isinstance(value, dict):
-                    raise validation_error({"body": {"body": ["must be a JSON object"]}})
                 decoded = decode(call.request_class, value)
                 for name, path_value in bound.items():
                     if name in value and getattr(decoded, name) != path_value:
@@ -187,6 +196,10 @@ class RestGateway:
                 body_field = call.request_class.DESCRIPTOR.fields_by_name[call.body]
                 getattr(message, call.body).CopyFrom(decode(body_field.message_type, value, path=call.body))
         except InvalidArgument as error:
-            for location, fields in locate(call, error.violations).items():
-                for name, messages in fields.items():
-                    problems.setdefault(location, {}).setdefault(name, []).extend(messages)
+            _add_problems(problems, locate(call, error.violations))
+
+
+def _add_problems(problems: Problems, found: Mapping[str, Mapping[str, list[str]]]) -> None:
+    for location, fields in found.items():
+        for name, messages in fields.items():
+            problems.setdefault(location, {}).setdefault(name, []).extend(messages)

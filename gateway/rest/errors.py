@@ -76,7 +76,11 @@ class RestError(Exception):
 
 def validation_error(problems: Mapping[str, Mapping[str, list[str]]]) -> RestError:
     """A 422 whose detail is {location: {field: [messages]}}."""
-    parts = [f"{loc}.{name}: {'; '.join(msgs)}" for loc, fields in problems.items() for name, msgs in fields.items()]
+    parts = [
+        f"{loc}.{name}: {'; '.join(msgs)}"
+        for loc, fields in problems.items()
+        for name, msgs in fields.items()
+    ]
     return RestError(422, "invalid request: " + " | ".join(parts), {k: dict(v) for k, v in problems.items()})
 
 
@@ -119,7 +123,9 @@ def rest_error_response(error: RestError) -> web.Response:
     return error_response(error.status, error.message, error.detail, **error.headers)
 
 
-def rpc_error_response(call: RestCall, code: grpc.StatusCode, status: status_pb2.Status | None) -> web.Response:
+def rpc_error_response(
+    call: RestCall, code: grpc.StatusCode, status: status_pb2.Status | None
+) -> web.Response:
     """The HTTP answer to a failed call, from its code and google.rpc.Status details."""
     http_status = HTTP_STATUS.get(code, 500)
     info = error_info(status)

@@ -68,9 +68,7 @@ def _query_fields(request: Descriptor, path: PathTemplate, body: str) -> dict[st
     return {
         f.name: f
         for f in request.fields
-        if f.name not in bound
-        and f.type != FieldDescriptor.TYPE_MESSAGE
-        and not f.is_repeated
+        if f.name not in bound and f.type != FieldDescriptor.TYPE_MESSAGE and not f.is_repeated
     }
 
 

@@ -46,6 +46,29 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"must be a whole number of at least 0, not {text!r}")
+    return int(text)
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be a number of at least 0, not {text!r}")
+    return value
+
+
+def networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise ValueError(f"must be comma-separated networks like 127.0.0.0/8,::1/128 ({error})") from None
+
+
 def host(text: str) -> str:
     if not text or any(c.isspace() for c in text):
         raise ValueError(f"must be a host name or IP address, not {text!r}")
@@ -150,6 +173,25 @@ BACKEND_CERT = Option(
     "--backend-cert", existing_file, None, "PEM client certificate for a mutual-TLS --backend"
 )
 BACKEND_KEY = Option("--backend-key", existing_file, None, "PEM private key of --backend-cert")
+RATE_LIMIT = Option(
+    "--rate-limit", non_negative_float, 0.0, "calls a second per account, on average (0: no limit)"
+)
+RATE_BURST = Option("--rate-burst", non_negative_int, 0, "calls per account at once (0: twice --rate-limit)")
+AUTH_FAILURE_LIMIT = Option(
+    "--auth-failure-limit",
+    non_negative_int,
+    20,
+    "failed authentications per client address per window (0: off)",
+)
+AUTH_FAILURE_WINDOW = Option(
+    "--auth-failure-window", positive_float, 60.0, "seconds of the failed-authentication window and lock-out"
+)
+TRUSTED_PROXIES = Option(
+    "--trusted-proxies",
+    networks,
+    networks("127.0.0.0/8,::1/128"),
+    "networks of REST front ends whose x-forwarded-for names the client",
+)
 ACCOUNT = Option("--account", str, None, "account id")
 COUNT = Option("--count", positive_int, None, "how many orders")
 PREFIX = Option("--prefix", str, "load-", "handle prefix")
@@ -170,6 +212,10 @@ SERVE_OPTIONS = (
     TLS_CERT,
     TLS_KEY,
     TLS_CLIENT_CA,
+    RATE_LIMIT,
+    RATE_BURST,
+    AUTH_FAILURE_LIMIT,
+    AUTH_FAILURE_WINDOW,
 )
 GRPC_OPTIONS = (
     HOST,
@@ -182,6 +228,11 @@ GRPC_OPTIONS = (
     TLS_CERT,
     TLS_KEY,
     TLS_CLIENT_CA,
+    RATE_LIMIT,
+    RATE_BURST,
+    AUTH_FAILURE_LIMIT,
+    AUTH_FAILURE_WINDOW,
+    TRUSTED_PROXIES,
 )
 HTTP_OPTIONS = (
     HOST,

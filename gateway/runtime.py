@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import ssl
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from gateway.rest.ops import ReadinessCheck, ops_routes
 from gateway.rest.rules import rest_calls
 from gateway.rest.server import RestServer
 from gateway.rpc.server import GrpcServer, ServerTls
-from gateway.rpc.servicer import OrdersServicer
+from gateway.rpc.servicer import LOOPBACK, Admission, OrdersServicer
 from gateway.service.auth import Authenticator
+from gateway.service.limits import AccountRateLimit, AuthFailureLimit
 from gateway.service.orders import OrderCalls
 from gateway.store.base import OrderStore
 
@@ -54,6 +56,17 @@ async def check_store(store: OrderStore) -> bool:
     except Unavailable:
         return False
     return True
+
+
+def admission(args: argparse.Namespace) -> Admission:
+    """The call limits the settings ask for."""
+    rate = None
+    if args.rate_limit > 0:
+        rate = AccountRateLimit(args.rate_limit, args.rate_burst or max(1, math.ceil(2 * args.rate_limit)))
+    failures = None
+    if args.auth_failure_limit > 0:
+        failures = AuthFailureLimit(args.auth_failure_limit, args.auth_failure_window)
+    return Admission(rate, failures, getattr(args, "trusted_proxies", LOOPBACK))
 
 
 def server_tls(args: argparse.Namespace) -> ServerTls | None:
@@ -112,7 +125,12 @@ async def start(mode: str, args: argparse.Namespace, *, reuse_port: bool) -> Run
         readiness: dict[str, ReadinessCheck] = {}
         if mode in ("serve", "grpc"):
             store = running.store = InstrumentedStore(await open_store(args.database), metrics)
-            servicer = OrdersServicer(OrderCalls(store), Authenticator(store), observe=metrics.observe_call)
+            servicer = OrdersServicer(
+                OrderCalls(store),
+                Authenticator(store),
+                admission=admission(args),
+                observe=metrics.observe_call,
+            )
             running.grpc = await GrpcServer.start(
                 servicer,
                 store,

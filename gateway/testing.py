@@ -28,7 +28,7 @@ from gateway.rest.ops import ops_routes
 from gateway.rest.rules import rest_calls
 from gateway.rest.server import RestServer
 from gateway.rpc.server import GrpcServer
-from gateway.rpc.servicer import OrdersServicer
+from gateway.rpc.servicer import Admission, OrdersServicer
 from gateway.service.auth import Authenticator
 from gateway.service.credentials import hash_secret, new_secret
 from gateway.service.orders import OrderCalls
@@ -93,13 +93,16 @@ class GatewayStack:
         settings: RestSettings | None = None,
         clock: Callable[[], int] | None = None,
         store: OrderStore | None = None,
+        admission: Admission | None = None,
     ) -> AsyncIterator[GatewayStack]:
         database_path = directory / "gateway.db"
         metrics = Metrics()
         store = InstrumentedStore(store or await SqliteStore.open(database_path), metrics)
         await install_demo(store)
         calls = OrderCalls(store) if clock is None else OrderCalls(store, clock=clock)
-        servicer = OrdersServicer(calls, Authenticator(store), observe=metrics.observe_call)
+        servicer = OrdersServicer(
+            calls, Authenticator(store), admission=admission, observe=metrics.observe_call
+        )
         grpc_server = await GrpcServer.start(servicer, store, host="127.0.0.1", port=0)
         chosen: Backend
         if backend == "in-process":

@@ -57,6 +57,13 @@ class Unavailable(OrderError):
     """The store cannot be reached or stayed busy past the deadline."""
 
 
+@dataclass
+class ResourceExhausted(OrderError):
+    """A limit refused the call; it may be retried after `retry_after_s` seconds."""
+
+    retry_after_s: float = 1.0
+
+
 def invalid(reason: str, violations: list[FieldViolation]) -> InvalidArgument:
     """An InvalidArgument whose message lists its violations."""
     message = "; ".join(f"{v.field}: {v.description}" for v in violations)

@@ -134,7 +134,9 @@ class RestGateway:
         if remaining <= 0:
             return rpc_error_response(call, grpc.StatusCode.DEADLINE_EXCEEDED, None)
         try:
-            reply = await self.backend.call(call, message, call_metadata(request.headers, rid), remaining)
+            reply = await self.backend.call(
+                call, message, call_metadata(request.headers, rid, request.remote), remaining
+            )
         except BackendError as error:
             return rpc_error_response(call, error.code, error.status)
         out = getattr(reply, call.response_body) if call.response_body else reply
@@ -193,8 +195,9 @@ class RestGateway:
                 decoded.MergeFrom(message)
                 message.CopyFrom(decoded)
             else:
-                body_field = call.request_class.DESCRIPTOR.fields_by_name[call.body]
-                getattr(message, call.body).CopyFrom(decode(body_field.message_type, value, path=call.body))
+                body_type = call.request_class.DESCRIPTOR.fields_by_name[call.body].message_type
+                assert body_type is not None  # rules.py only accepts message fields as bodies
+                getattr(message, call.body).CopyFrom(decode(body_type, value, path=call.body))
         except InvalidArgument as error:
             _add_problems(problems, locate(call, error.violations))
 

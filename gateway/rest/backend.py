@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.protos import SERVICE_NAME
 from gateway.rest.rules import RestCall
-from gateway.rpc.servicer import OrdersServicer
+from gateway.rpc.servicer import IN_PROCESS_PEER, OrdersServicer
 from gateway.rpc.status import details_from_metadata
 
 Metadata = tuple[tuple[str, str], ...]
@@ -39,7 +39,9 @@ class BackendError(Exception):
 
 
 class Backend(Protocol):
-    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout: float) -> Message: ...
+    async def call(
+        self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float
+    ) -> Message: ...
 
     async def ready(self) -> bool:
         """Whether the gRPC service reports SERVING."""
@@ -71,6 +73,9 @@ class InProcessContext:
     def time_remaining(self) -> float:
         return max(0.0, self._deadline - time.monotonic())
 
+    def peer(self) -> str:
+        return IN_PROCESS_PEER
+
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
         raise _Aborted(code, details, trailing_metadata)
 
@@ -83,11 +88,11 @@ class InProcessBackend:
         self._servicer = servicer
         self._serving = serving
 
-    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout: float) -> Message:
+    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
         method = getattr(self._servicer, call.rpc.name)
-        context = InProcessContext(metadata, time.monotonic() + timeout)
+        context = InProcessContext(metadata, time.monotonic() + timeout_s)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 response: Message = await method(request, context)
                 return response
         except _Aborted as aborted:
@@ -143,12 +148,16 @@ class ClientTls:
 class RemoteBackend:
     """A grpc.aio channel to `target` (`host:port`, or `dns:///name:port` to balance over all addresses)."""
 
-    def __init__(self, target: str, service: ServiceDescriptor, calls: Sequence[RestCall], tls: ClientTls | None = None):
+    def __init__(
+        self, target: str, service: ServiceDescriptor, calls: Sequence[RestCall], tls: ClientTls | None = None
+    ):
         options = [("grpc.service_config", service_config(service)), ("grpc.enable_retries", 1)]
         if tls is None:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         else:
-            credentials = grpc.ssl_channel_credentials(tls.root_certificates, tls.private_key, tls.certificate_chain)
+            credentials = grpc.ssl_channel_credentials(
+                tls.root_certificates, tls.private_key, tls.certificate_chain
+            )
             self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._methods = {
             c.rpc.full_name: self._channel.unary_unary(
@@ -160,9 +169,11 @@ class RemoteBackend:
         }
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
-    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout: float) -> Message:
+    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
         try:
-            response: Message = await self._methods[call.rpc.full_name](request, metadata=metadata, timeout=timeout)
+            response: Message = await self._methods[call.rpc.full_name](
+                request, metadata=metadata, timeout=timeout_s
+            )
             return response
         except grpc.aio.AioRpcError as error:
             raise BackendError(

@@ -55,7 +55,9 @@ def parse_json(raw: bytes) -> Any:
     """The JSON value of a body; raises a 422 on the `body` location."""
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_refuse_constant)
+        value = json.loads(
+            text, object_pairs_hook=_object_without_duplicates, parse_constant=_refuse_constant
+        )
     except UnicodeDecodeError:
         raise validation_error({"body": {"body": ["must be UTF-8"]}}) from None
     except _DuplicateKey as error:
@@ -83,7 +85,9 @@ async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: floa
             while chunk := await request.content.readany():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise RestError(413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes})
+                    raise RestError(
+                        413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes}
+                    )
                 chunks.append(chunk)
     except TimeoutError:
         raise RestError(

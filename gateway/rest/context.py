@@ -34,7 +34,11 @@ class DeadlinePolicy:
         match = _GRPC_TIMEOUT.match(raw.strip())
         if match is None:
             raise validation_error(
-                {"header": {"Grpc-Timeout": ["must be 1 to 8 digits and a unit: H, M, S, m, u or n (e.g. 5S)"]}}
+                {
+                    "header": {
+                        "Grpc-Timeout": ["must be 1 to 8 digits and a unit: H, M, S, m, u or n (e.g. 5S)"]
+                    }
+                }
             )
         return min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], self.max_s)
 
@@ -47,8 +51,12 @@ def request_id(headers: Mapping[str, str]) -> str:
     return uuid.uuid4().hex
 
 
-def call_metadata(headers: Mapping[str, str], rid: str) -> tuple[tuple[str, str], ...]:
+def call_metadata(headers: Mapping[str, str], rid: str, remote: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata of the forwarded call. `x-forwarded-for` is the address this front end saw,
+    never the caller's own header, so the gRPC side's per-address limits cannot be dodged."""
     metadata = [("x-request-id", rid)]
+    if remote:
+        metadata.append(("x-forwarded-for", remote))
     authorization = headers.get("Authorization")
     if authorization is not None:
         metadata.append(("authorization", authorization))

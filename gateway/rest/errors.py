@@ -7,6 +7,7 @@ holds the ErrorInfo reason and metadata the service sent.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import grpc
@@ -16,7 +17,7 @@ from google.rpc import status_pb2
 
 from gateway.domain.errors import FieldViolation
 from gateway.rest.rules import RestCall
-from gateway.rpc.status import error_info, field_violations
+from gateway.rpc.status import error_info, field_violations, retry_delay_s
 from gateway.service.auth import REALM
 
 Code = grpc.StatusCode
@@ -136,4 +137,8 @@ def rpc_error_response(
         detail: dict[str, object] = dict(locate(call, field_violations(status)))
     else:
         detail = {"reason": info.reason, **dict(info.metadata)}
-    return error_response(http_status, status.message, detail)
+    headers = {}
+    retry_after = retry_delay_s(status)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return error_response(http_status, status.message, detail, **headers)

@@ -61,6 +61,7 @@ def parse_query_string(raw: str) -> tuple[dict[str, str], dict[str, list[str]]]:
 def _typed(field: FieldDescriptor, value: str) -> object:
     """The value of `field` that `value` spells; raises ValueError with what is expected."""
     if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None  # an enum field always has its enum
         names = enum_names(field.enum_type)
         number = names.by_name.get(value)
         if number is None or number == 0:

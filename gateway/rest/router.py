@@ -48,5 +48,5 @@ class Router(Generic[T]):
                     return route
                 allowed.append(route.method)
         if allowed:
-            raise MethodNotAllowed(allowed)
+            raise MethodNotAllowed([*allowed, "HEAD"] if "GET" in allowed else allowed)
         raise NoRoute()

@@ -79,7 +79,7 @@ def rest_calls(service: ServiceDescriptor) -> list[RestCall]:
         options = rpc.GetOptions()
         if not options.HasExtension(google_annotations.http):
             continue
-        success = options.Extensions[annotations_pb2.http_success_status] or 200
+        success: int = options.Extensions[annotations_pb2.http_success_status] or 200  # type: ignore[index]
         for binding in _bindings(options.Extensions[google_annotations.http]):
             pattern = binding.WhichOneof("pattern")
             if pattern not in _METHODS:
@@ -88,6 +88,15 @@ def rest_calls(service: ServiceDescriptor) -> list[RestCall]:
             for _, name in template.variables:
                 if name not in rpc.input_type.fields_by_name:
                     raise TemplateError(f"{rpc.full_name}: path variable {name!r} is not a request field")
+            for role, message, name in (
+                ("body", rpc.input_type, binding.body),
+                ("response_body", rpc.output_type, binding.response_body),
+            ):
+                bound = message.fields_by_name.get(name) if name not in ("", "*") else None
+                if name not in ("", "*") and (
+                    bound is None or bound.message_type is None or bound.is_repeated
+                ):
+                    raise TemplateError(f"{rpc.full_name}: {role} {name!r} is not a message field")
             calls.append(
                 RestCall(
                     rpc=rpc,

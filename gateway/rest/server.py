@@ -1,15 +1,55 @@
 """Serving a RestGateway over aiohttp's low-level server: no router or middleware layers
-(the gateway routes itself), and its own access log in place of aiohttp's."""
+(the gateway routes itself), its own access log in place of aiohttp's, and the contract's
+error body even for requests aiohttp refuses before they reach the gateway."""
 
 from __future__ import annotations
 
+import logging
 import ssl
+import uuid
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from gateway.rest.app import RestGateway
+from gateway.rest.errors import error_response
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_TIMEOUT_S = 75.0
+
+
+class _ContractErrorsHandler(RequestHandler):
+    """aiohttp answers a request it cannot parse (a header over 8190 bytes, raw non-ASCII in the
+    path, a malformed request line) itself, with a text/plain page; here it gets the contract's
+    `{"detail", "message"}` body and an X-Request-ID like every other answer."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had begun; no error body can follow")
+        log.debug("refused a malformed request from %s: %r", request.remote, exc)
+        if status >= 500:
+            response = error_response(status, "internal error", {"reason": "INTERNAL"})
+        else:
+            response = error_response(
+                status,
+                "malformed HTTP request (request line, headers or encoding)",
+                {"reason": "BAD_REQUEST"},
+            )
+        response.headers["X-Request-ID"] = uuid.uuid4().hex
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _ContractErrorsHandler(self, loop=self._loop, **self._kwargs)
 
 
 class RestServer:
@@ -30,7 +70,7 @@ class RestServer:
         reuse_port: bool = False,
         ssl_context: ssl.SSLContext | None = None,
     ) -> RestServer:
-        server = web.Server(gateway.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+        server = _Server(gateway.handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         # On cleanup the runner stops listening, then waits up to `shutdown_timeout`
         # for requests in flight before closing connections: the graceful shutdown.
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace_s)

@@ -7,17 +7,20 @@ CallContext, so both surfaces share authentication and the error path.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
-from gateway.domain.errors import OrderError, Unavailable
+from gateway.domain.errors import OrderError, Unauthenticated, Unavailable
 from gateway.protos import orders_service_grpc, orders_service_pb2
 from gateway.rpc.status import internal_status, status_of, trailing_metadata
 from gateway.service.auth import Authenticator
+from gateway.service.limits import AccountRateLimit, AuthFailureLimit
 from gateway.service.orders import OrderCalls
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class CallContext(Protocol):
 
     def time_remaining(self) -> float | None: ...
 
+    def peer(self) -> str: ...
+
     async def abort(
         self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
     ) -> NoReturn: ...
@@ -51,6 +56,42 @@ def metadata_value(context: CallContext, key: str) -> str | None:
     return None
 
 
+IN_PROCESS_PEER = "in-process"
+"""The peer of a call from the REST front end in the same process; it says who the client is."""
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Limits applied to every call before it runs; None turns a limit off.
+
+    The client address of a call is its peer's IP, or, when the peer is a trusted proxy (a REST
+    front end), the `x-forwarded-for` entry that the front end set from its own client.
+    """
+
+    rate_limit: AccountRateLimit | None = None
+    auth_failures: AuthFailureLimit | None = None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = LOOPBACK
+
+    def client_address(self, context: CallContext) -> str:
+        peer = context.peer() or ""
+        kind, _, rest = peer.partition(":")
+        host = rest.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else peer
+        trusted = peer == IN_PROCESS_PEER
+        if not trusted and kind in ("ipv4", "ipv6"):
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                address = None
+            trusted = address is not None and any(address in net for net in self.trusted_proxies)
+        if trusted:
+            forwarded = metadata_value(context, "x-forwarded-for")
+            if forwarded:
+                return forwarded.rpartition(",")[2].strip()
+        return host
+
+
 class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
     """The gRPC face of OrderCalls."""
 
@@ -59,11 +100,30 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         calls: OrderCalls,
         authenticator: Authenticator,
         *,
+        admission: Admission | None = None,
         observe: CallObserver | None = None,
     ) -> None:
         self._calls = calls
         self._authenticator = authenticator
+        self._admission = admission or Admission()
         self._observe = observe
+
+    async def _authenticate(self, context: CallContext) -> str:
+        """The caller's account, after the address and account limits admit the call."""
+        admission = self._admission
+        failures = admission.auth_failures
+        client = admission.client_address(context) if failures is not None else ""
+        if failures is not None:
+            failures.admit(client)
+        try:
+            account_id = await self._authenticator.authenticate(metadata_value(context, "authorization"))
+        except Unauthenticated:
+            if failures is not None:
+                failures.failed(client)
+            raise
+        if admission.rate_limit is not None:
+            admission.rate_limit.admit(account_id)
+        return account_id
 
     async def _run(
         self,
@@ -75,7 +135,7 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
-            account_id = await self._authenticator.authenticate(metadata_value(context, "authorization"))
+            account_id = await self._authenticate(context)
             remaining = context.time_remaining()
             deadline = started + (DEFAULT_DEADLINE_S if remaining is None else remaining)
             return await call(account_id, request, deadline)

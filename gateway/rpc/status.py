@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
@@ -21,6 +21,7 @@ from gateway.domain.errors import (
     InvalidArgument,
     NotFound,
     OrderError,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -35,6 +36,7 @@ GRPC_CODES: dict[type[OrderError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -45,9 +47,11 @@ def rich_status(
     message: str,
     reason: str,
     metadata: dict[str, str] | None = None,
+    *,
     violations: Sequence[FieldViolation] = (),
+    retry_after_s: float | None = None,
 ) -> status_pb2.Status:
-    """A google.rpc.Status with an ErrorInfo and, given violations, a BadRequest."""
+    """A google.rpc.Status with an ErrorInfo and, when given, a BadRequest and a RetryInfo."""
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {}))
     details = [info]
@@ -62,13 +66,22 @@ def rich_status(
             )
         )
         details.append(bad_request)
+    if retry_after_s is not None:
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_after_s * 1e9))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     return status_pb2.Status(code=code.value[0], message=message, details=details)
 
 
 def status_of(error: OrderError) -> tuple[grpc.StatusCode, status_pb2.Status]:
     code = GRPC_CODES.get(type(error), grpc.StatusCode.INTERNAL)
     violations = error.violations if isinstance(error, InvalidArgument) else ()
-    return code, rich_status(code, error.message, error.reason, error.metadata, violations)
+    retry_after_s = error.retry_after_s if isinstance(error, ResourceExhausted) else None
+    return code, rich_status(
+        code, error.message, error.reason, error.metadata, violations=violations, retry_after_s=retry_after_s
+    )
 
 
 def internal_status() -> tuple[grpc.StatusCode, status_pb2.Status]:
@@ -109,3 +122,13 @@ def field_violations(status: status_pb2.Status | None) -> list[FieldViolation]:
             detail.Unpack(bad_request)
             violations.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
     return violations
+
+
+def retry_delay_s(status: status_pb2.Status | None) -> float | None:
+    """The RetryInfo delay a failed call carried, in seconds, if any."""
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            return float(retry.retry_delay.ToNanoseconds()) / 1e9
+    return None

@@ -537,12 +537,12 @@ async def test_an_unknown_route_is_404(stack: GatewayStack, http: aiohttp.Client
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("DELETE", "/orders/order-3", "GET"),
-        ("POST", "/orders/order-3", "GET"),
+        ("DELETE", "/orders/order-3", "GET, HEAD"),
+        ("POST", "/orders/order-3", "GET, HEAD"),
         ("GET", "/orders/order-3/cancel", "POST"),
         ("PUT", "/orders/order-3/complete", "POST"),
         ("PATCH", "/orders/order-3/disable", "POST"),
-        ("PUT", "/orders/track", "GET, POST"),  # /orders/track is also the GET of the order "track"
+        ("PUT", "/orders/track", "GET, HEAD, POST"),  # /orders/track is also the GET of the order "track"
     ],
 )
 async def test_a_wrong_method_is_405_with_allow(

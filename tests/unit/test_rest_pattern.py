@@ -147,10 +147,10 @@ def test_the_router_finds_the_first_matching_route_of_the_method(method: str, pa
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("DELETE", "/orders/order-1", ["GET"]),
-        ("POST", "/orders/order-1", ["GET"]),
+        ("DELETE", "/orders/order-1", ["GET", "HEAD"]),
+        ("POST", "/orders/order-1", ["GET", "HEAD"]),
         ("GET", "/orders/order-1/cancel", ["DELETE", "POST"]),
-        ("PUT", "/orders/track", ["GET", "POST"]),
+        ("PUT", "/orders/track", ["GET", "HEAD", "POST"]),
     ],
 )
 def test_a_wrong_method_is_405_with_the_allowed_methods(method: str, path: str, allowed: list[str]) -> None:

@@ -93,6 +93,8 @@ async def test_the_lockout_follows_the_rest_client_not_the_front_end(tmp_path: P
             await stub.GetOrder(request, metadata=bad)
         assert locked.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # Another client through the same (loopback) front end is not locked out.
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{stack.rest_url}/orders/order-3", headers=stack.rest_auth()) as response:
-                assert response.status == 200
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{stack.rest_url}/orders/order-3", headers=stack.rest_auth()) as response,
+        ):
+            assert response.status == 200

@@ -94,7 +94,10 @@ def _integer(low: int, high: int) -> _Convert:
     out_of_range = f"must be an integer from {low} to {high}"
 
     def convert(value: object) -> object:
-        # bool is an int to Python, not to JSON; a float (even 2.0) was written as a number, not an integer.
+        # bool is an int to Python, not to JSON. An integral float (`100.0`) is an integer to JSON
+        # Schema, to the OpenAPI document and to proto3 JSON parsers alike, so it is one here too.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Invalid("must be an integer")
         if not low <= value <= high:

@@ -559,7 +559,12 @@ def test_timeline_violations_are_named_in_proto_terms() -> None:
         ({"orders": [5]}, "orders[0]", "must be an object"),
         ({"orders": [{"type_index": True}]}, "orders[0].type_index", "must be an integer"),
         ({"orders": [{"type_index": 1.5}]}, "orders[0].type_index", "must be an integer"),
-        ({"orders": [{"type_index": 1.0}]}, "orders[0].type_index", "must be an integer"),
+        ({"orders": [{"type_index": float("inf")}]}, "orders[0].type_index", "must be an integer"),
+        (
+            {"orders": [{"type_index": 1e300}]},
+            "orders[0].type_index",
+            "must be an integer from -2147483648 to 2147483647",
+        ),
         ({"orders": [{"type_index": "1"}]}, "orders[0].type_index", "must be an integer"),
         (
             {"orders": [{"type_index": 2**31}]},
@@ -742,7 +747,7 @@ def test_generic_shapes_round_trip(sample_pool: descriptor_pool.DescriptorPool) 
 
 def test_one_member_of_a_oneof_at_most(sample_pool: descriptor_pool.DescriptorPool) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        JsonDecoder().decode(sample_class(sample_pool), {"a": "x", "b": 1, "numbers": [-1, 1.0]})
+        JsonDecoder().decode(sample_class(sample_pool), {"a": "x", "b": 1, "numbers": [-1, 1.5]})
     assert caught.value.violations == [
         FieldViolation("b", "must not be given together with a"),
         FieldViolation("numbers[0]", "must be an integer from 0 to 4294967295"),
@@ -796,3 +801,11 @@ def test_prepare_compiles_ahead_and_instances_agree() -> None:
         route_handle="r", status=orders_service_pb2.ROUTE_STATUS_TRACKING, orders=[order]
     )
     same_json(encoder.encode(response), {"route_handle": "r", "status": "tracking", "orders": [reference()]})
+
+
+def test_an_integral_float_is_an_integer_as_json_schema_says() -> None:
+    request = decode(
+        orders_service_pb2.TrackOrdersRequest, {"orders": [{"type_index": 2.0, "capacity_used": 1e2}]}
+    )
+    assert request.orders[0].type_index == 2
+    assert request.orders[0].capacity_used == 100

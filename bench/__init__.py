@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against bare aiohttp and grpc.aio ceilings: `python -m bench`."""

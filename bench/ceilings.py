@@ -1,0 +1,111 @@
+"""The ceilings: a bare aiohttp handler and a bare grpc.aio servicer that answer with the reference order.
+
+    python -m bench.ceilings rest --port P     POST anything -> the reference order's JSON bytes
+    python -m bench.ceilings grpc --port P     OrdersService/CancelOrder -> CancelOrderResponse{order}
+
+They do no routing, no authentication, no store and no JSON mapping per request: the answer is built
+once at start-up. Each runs the way the product runs (one process, uvloop, aiohttp's low-level server
+with the same keep-alive, grpc.aio with the same options), so what the product adds on top of them is
+what its own code costs. The gRPC one serves the same service and method, with reflection, so the
+same ghz call (reflection or --protoset) works against both. Like the product, each prints a banner
+with its bound port on stdout and stops on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Sequence
+
+import grpc
+import uvloop
+from aiohttp import web
+
+from gateway.demo import reference_order
+from gateway.jsonmap import encode_json
+from gateway.protos import SERVICE_NAME, orders_service_grpc, orders_service_pb2
+from gateway.rpc.reflection import add_reflection
+
+# The product's settings, so that only the work per request differs (gateway/rest/server.py and
+# gateway/rpc/server.py).
+KEEPALIVE_TIMEOUT_S = 75.0
+GRPC_OPTIONS = [("grpc.so_reuseport", 0)]
+LAST_BANNER_LINE = "Stop with Ctrl-C or SIGTERM."
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def rest_handler(body: bytes) -> web.Server:
+    """A low-level aiohttp server whose one handler answers every request with `body`."""
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        # Reading the body is part of any real handler; the request carries `{}` as the product's does.
+        await request.read()
+        return web.Response(body=body, headers=JSON_HEADERS)
+
+    return web.Server(handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+
+
+class BareOrdersServicer(orders_service_grpc.OrdersServiceServicer):
+    """CancelOrder answered with one prepared response; every other method is left unimplemented."""
+
+    def __init__(self, response: orders_service_pb2.CancelOrderResponse) -> None:
+        self._response = response
+
+    # Named after the RPC, as the generated base class requires.
+    async def CancelOrder(
+        self, request: orders_service_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> orders_service_pb2.CancelOrderResponse:
+        return self._response
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def serve_rest(host: str, port: int) -> None:
+    runner = web.ServerRunner(rest_handler(encode_json(reference_order())), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"bench ceiling: bare aiohttp\n  REST  http://{host}:{bound}\n{LAST_BANNER_LINE}", flush=True)
+    try:
+        await _until_signalled()
+    finally:
+        await runner.cleanup()
+
+
+async def serve_grpc(host: str, port: int) -> None:
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    response = orders_service_pb2.CancelOrderResponse(order=reference_order())
+    orders_service_grpc.add_OrdersServiceServicer_to_server(BareOrdersServicer(response), server)  # type: ignore[no-untyped-call]
+    add_reflection(server, [SERVICE_NAME])
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {host}:{port}")
+    await server.start()
+    print(f"bench ceiling: bare grpc.aio\n  gRPC  {host}:{bound}\n{LAST_BANNER_LINE}", flush=True)
+    try:
+        await _until_signalled()
+    finally:
+        await server.stop(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ceilings", description=__doc__.split("\n")[0])
+    parser.add_argument("kind", choices=["rest", "grpc"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (shown in the banner)")
+    args = parser.parse_args(argv)
+    serve = serve_rest if args.kind == "rest" else serve_grpc
+    uvloop.run(serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""A fresh database for one server under test: its account, its credentials, and its seeded orders.
+
+Every pool of orders a measurement cancels gets its own handle prefix (`run1-embedded-0`, ...), so no
+measurement ever meets an order another one cancelled; the prefixes end in "-" and hold no digit
+before it, so one pool's handles can never be read as another's.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.processes import run_gateway_command
+
+ACCOUNT = "bench"
+
+
+@dataclass(frozen=True)
+class Database:
+    """An SQLite database of the product, with the account the load uses."""
+
+    url: str
+    account: str
+    secret: str
+
+    @property
+    def authorization(self) -> str:
+        token = base64.b64encode(f"{self.account}:{self.secret}".encode()).decode()
+        return f"Basic {token}"
+
+    @classmethod
+    def create(cls, path: Path) -> Database:
+        """A new database file at `path` with the benchmark's account (`accounts create`)."""
+        if path.exists():
+            raise FileExistsError(f"{path} exists: every benchmark run starts from a fresh database")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{path}"
+        printed = run_gateway_command(["accounts", "create", "--database", url, ACCOUNT]).strip()
+        account, _, secret = printed.rpartition("\n")[2].partition(":")
+        return cls(url, account, secret)
+
+    def seed(self, prefix: str, count: int) -> None:
+        """`prefix0` ... `prefix<count-1>` as open orders (`hypertrack-gateway seed`)."""
+        started = time.monotonic()
+        printed = run_gateway_command(
+            [
+                "seed",
+                "--database",
+                self.url,
+                "--account",
+                self.account,
+                "--count",
+                str(count),
+                "--prefix",
+                prefix,
+            ]
+        )
+        # A fresh prefix has no orders yet, so every one is created; fewer means another pool overlaps.
+        if not printed.startswith(f"seeded {count} "):
+            raise RuntimeError(f"seeding {count} orders {prefix}0 ... printed {printed.strip()!r}")
+        print(
+            f"bench: seeded {count} orders {prefix}0 ... in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )

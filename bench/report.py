@@ -1,0 +1,128 @@
+"""The printed table, and the raw figures as JSON: both from one `Outcome`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from bench.suite import BY_KEY, Outcome
+
+MIB = 2**20
+
+
+def _num(value: float | None, decimals: int) -> str:
+    return "n/a" if value is None else f"{value:.{decimals}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell: the first left-aligned, the others right-aligned."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join(
+            [first, *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))]
+        )
+
+    return [line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+
+
+def render(outcome: Outcome) -> str:
+    env, s = outcome.environment, outcome.settings
+    out = [
+        "hypertrack-gateway benchmark: POST /orders/{handle}/cancel and OrdersService/CancelOrder",
+        f"date {env['date']} | commit {env['commit']} | {env['cores']} cores ({env['usable_cores']} usable)"
+        f" | {env['machine']}",
+        f"tools: {env['wrk']}; {env['h2load']}; {env['ghz']}",
+        f"load: {s.runs} run(s) of {s.duration_s} s per row; wrk -t{s.threads} -c{s.connections}; "
+        f"ghz -c{s.connections} --connections {s.grpc_connections}; servers --log-level {s.server_log_level}; "
+        "every cancel hits a fresh open order",
+        f"figures: median of {s.runs} run(s); 'x ceil' = the figure divided by its ceiling's in the same run"
+        " (median over runs): req/s higher is better, latency and CPU lower",
+        "",
+    ]
+    rows = []
+    for row in outcome.rows:
+        m, r = row.medians, row.ratios
+        rows.append([
+            row.label, _num(m["rps"], 0), _num(r["rps"], 2), _num(m["p50_ms"], 2), _num(r["p50_ms"], 2),
+            _num(m["p99_ms"], 2), _num(r["p99_ms"], 2), _num(m["cpu_per_1k"], 3), _num(r["cpu_per_1k"], 2),
+        ])  # fmt: skip
+    header = ["Closed loop, full speed", "req/s", "x ceil", "p50 ms", "x ceil", "p99 ms", "x ceil",
+              "CPU s/1k req", "x ceil"]  # fmt: skip
+    out += _table(header, rows)
+
+    if outcome.fixed:
+        fixed_rows = []
+        for f in outcome.fixed:
+            res, ceil = f.result, f.ceiling
+
+            def ratio(a: float | None, b: float | None) -> str:
+                return "n/a" if a is None or not b else f"{a / b:.2f}"
+
+            fixed_rows.append([
+                BY_KEY[f.variant].label, f"{f.rate:.0f}", _num(res.rps, 0), _num(res.p50_ms, 2),
+                ratio(res.p50_ms, ceil.p50_ms), _num(res.p99_ms, 2), ratio(res.p99_ms, ceil.p99_ms),
+                ratio(res.p99_ms, res.p50_ms), _num(res.cpu_per_1k, 3), ratio(res.cpu_per_1k, ceil.cpu_per_1k),
+            ])  # fmt: skip
+        header = ["Fixed rate, half the median maximum", "rate/s", "req/s", "p50 ms", "x ceil", "p99 ms", "x ceil",
+                  "p99/p50", "CPU s/1k req", "x ceil"]  # fmt: skip
+        out += ["", *_table(header, fixed_rows)]
+        tools = "; ".join(f"{BY_KEY[f.variant].label}: {f.tool}" for f in outcome.fixed)
+        out.append(f"  (one run each, the ceiling at the same rate; {tools})")
+
+    e = outcome.encoders
+    encoder_rows = [
+        ["encode_json (ours)", _num(e.encode_json_us, 2), "1.00"],
+        ["orjson.dumps of the same dict", _num(e.orjson_us, 2), _num(e.orjson_us / e.encode_json_us, 2)],
+        ["json_format.MessageToJson (compact, proto names)", _num(e.message_to_json_us, 2),
+         _num(e.speedup_over_message_to_json, 2)],
+    ]  # fmt: skip
+    header = [
+        f"JSON mapping of the reference order ({e.encode_json_bytes} bytes)",
+        "us/call",
+        "x encode_json",
+    ]
+    out += ["", *_table(header, encoder_rows)]
+    out.append(
+        f"  (median of {s.json_repeats} timeit repeats; encode_json takes {e.ratio_to_orjson:.1f}x orjson.dumps,"
+        f" MessageToJson {e.speedup_over_message_to_json:.1f}x encode_json)"
+    )
+
+    if outcome.memory is not None:
+        points = outcome.memory.checkpoints
+        memory_rows = [["at start", "0", f"{points[0][1] / MIB:.1f}", ""]]
+        first = points[1][1]
+        for cancels, rss in points[1:]:
+            memory_rows.append([f"after {cancels} cancels", str(cancels), f"{rss / MIB:.1f}",
+                                f"{(rss / first - 1) * 100:+.1f}%"])  # fmt: skip
+        out += ["", *_table(["Memory of a fresh serve (RSS)", "cancels", "MiB", "vs first"], memory_rows)]
+
+    out += ["", "Targets (median of the runs; ratios within one run)"]
+    out += [f"  {t.describe()}" for t in outcome.targets]
+    failures = outcome.failures
+    total = sum(m.result.requests for m in outcome.measurements)
+    out.append("")
+    if failures:
+        out.append(f"FAILED REQUESTS in {len(failures)} measurement(s):")
+        out += [f"  {line}" for line in failures]
+    else:
+        out.append(f"Requests: all {total} requests of {len(outcome.measurements)} measurements succeeded.")
+    return "\n".join(out)
+
+
+def to_json(outcome: Outcome) -> dict[str, Any]:
+    """Every figure, every measurement (warm-ups included) and the targets, for machines."""
+    raw = dataclasses.asdict(outcome)
+    raw["failures"] = outcome.failures
+    raw["targets"] = [{**dataclasses.asdict(t), "met": t.met} for t in outcome.targets]
+    for measurement, m in zip(raw["measurements"], outcome.measurements, strict=True):
+        measurement["result"].update(rps=m.result.rps, cpu_per_1k=m.result.cpu_per_1k)
+    raw["encoders"].update(
+        speedup_over_message_to_json=outcome.encoders.speedup_over_message_to_json,
+        ratio_to_orjson=outcome.encoders.ratio_to_orjson,
+    )
+    if outcome.memory is not None:
+        raw["memory"]["growth"] = outcome.memory.growth
+    return raw

@@ -1,0 +1,523 @@
+"""The benchmark from start to end: servers up, orders seeded, every measurement, servers down.
+
+1. The JSON mapping alone, first, while no server runs.
+2. Five servers, each on its own free ports and (for the product) its own fresh SQLite database:
+   `serve` (embedded default), `grpc` + `http --backend` (remote backend), and the two ceilings.
+3. A warm-up per variant (a fixed number of requests, not measured), which also estimates its rate.
+4. `runs` rounds; each seeds its pools, then measures the five variants back to back, every one
+   under the same load settings (wrk threads/connections, ghz concurrency, duration). Interleaving
+   variant and ceiling within a round lets both see the same minutes of a noisy machine.
+5. Fixed rate: each product variant, and its ceiling, at half the variant's median maximum.
+6. Memory: a fresh `serve`, its RSS at start and after every tenth of the cancels.
+
+Every cancel names an order nobody cancelled before: each measurement has its own seeded pool,
+sized from the highest rate seen so far with a margin; a pool that runs out shows up as failed
+requests (404), named as such. CPU is the servers' user + system time over the measurement.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bench.cpu import cpu_seconds
+from bench.database import Database
+from bench.environment import describe
+from bench.figures import VariantFigures, summarise
+from bench.jsonbench import EncodeTimes, time_encoders
+from bench.load import (
+    GrpcCall,
+    LoadResult,
+    h2load_pool_size,
+    run_ghz,
+    run_h2load_fixed_rate,
+    run_wrk,
+    wrk_pool_size,
+    wrk_request_cap,
+)
+from bench.processes import ServerFailed, ServerProcess, start_ceiling, start_gateway
+from bench.rss import rss_bytes
+from bench.targets import (
+    JSON_SPEEDUP_OVER_MESSAGE_TO_JSON,
+    MAX_P99_OVER_P50_AT_HALF_LOAD,
+    MAX_RSS_GROWTH,
+    THROUGHPUT_TARGETS,
+    Target,
+)
+from bench.tools import Tools
+from gateway.protos import SERVICE_NAME, protoset_path
+
+CANCEL_METHOD = f"{SERVICE_NAME}/CancelOrder"
+# Pools hold this many times the requests the highest rate seen so far would make.
+POOL_MARGIN = 2.0
+# An HTTP/1.1 connection carries one request at a time: at a fixed rate each h2load connection is
+# kept well below what it could carry, so that requests seldom wait for it (see load.py).
+MAX_FIXED_RATE_PER_CONNECTION = 250.0
+# Below this share of the rate asked for, a fixed-rate run says so: its latencies are not at that load.
+RATE_REACHED = 0.9
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    transport: Literal["rest", "grpc"]
+    ceiling: str | None  # the key of its ceiling; None for a ceiling
+
+
+VARIANTS = (
+    Variant("ceiling-rest", "ceiling: bare aiohttp handler", "rest", None),
+    Variant("rest-embedded", "REST cancel, embedded (serve)", "rest", "ceiling-rest"),
+    Variant("rest-remote", "REST cancel, http + grpc processes", "rest", "ceiling-rest"),
+    Variant("ceiling-grpc", "ceiling: bare grpc.aio servicer", "grpc", None),
+    Variant("grpc", "gRPC CancelOrder (serve), ghz", "grpc", "ceiling-grpc"),
+)
+BY_KEY = {v.key: v for v in VARIANTS}
+FIXED_RATE_VARIANTS = ("rest-embedded", "rest-remote", "grpc")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The load settings, the same for a variant and its ceiling."""
+
+    runs: int = 3
+    duration_s: int = 10
+    threads: int = 2  # wrk threads
+    connections: int = 32  # wrk connections, and ghz concurrency (calls in flight)
+    grpc_connections: int = 1  # ghz connections: gRPC clients multiplex calls over one
+    warmup_requests: int = 2000
+    fixed_clients: int = 8  # h2load processes (one connection each) for the fixed-rate REST load
+    fixed_duration_s: int = 10
+    memory_cancels: int = 200_000
+    memory_checkpoints: int = 10
+    json_repeats: int = 7
+    json_repeat_s: float = 0.2
+    server_log_level: str = "warning"
+
+
+QUICK = Settings(
+    runs=1,
+    duration_s=1,
+    connections=8,
+    warmup_requests=500,
+    fixed_clients=2,
+    fixed_duration_s=1,
+    memory_cancels=2000,
+    json_repeats=3,
+    json_repeat_s=0.02,
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a variant's load goes, whose CPU it costs, and the database its orders come from."""
+
+    rest_url: str | None
+    grpc_target: str | None
+    pids: tuple[int, ...]
+    database: Database | None  # None for the ceilings: they have no orders
+    authorization: str
+
+
+@dataclass
+class Measurement:
+    phase: str
+    variant: str
+    result: LoadResult
+    pool: int | None  # handles seeded for it (None: a ceiling)
+    rate: float | None = None  # the fixed rate asked for, if any
+
+
+@dataclass(frozen=True)
+class FixedRate:
+    variant: str
+    rate: float
+    tool: str
+    result: LoadResult
+    ceiling: LoadResult
+
+
+@dataclass(frozen=True)
+class Memory:
+    checkpoints: list[tuple[int, int]]  # (cancels so far, RSS bytes), the first at start
+
+    @property
+    def growth(self) -> float:
+        """RSS after all cancels over RSS after the first tenth, minus one."""
+        return self.checkpoints[-1][1] / self.checkpoints[1][1] - 1
+
+
+@dataclass
+class Outcome:
+    environment: dict[str, str]
+    settings: Settings
+    encoders: EncodeTimes
+    rows: list[VariantFigures] = field(default_factory=list)
+    fixed: list[FixedRate] = field(default_factory=list)
+    memory: Memory | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    discarded: list[Measurement] = field(default_factory=list)  # runs that outran their pool, then redone
+    targets: list[Target] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per measurement in which any request failed."""
+        lines = []
+        for m in self.measurements:
+            if m.result.failures or m.result.requests == 0:
+                exhausted = m.pool is not None and m.result.handles_used > m.pool
+                lines.append(
+                    f"{m.phase} {m.variant}: {m.result.failures} of {m.result.requests} requests failed"
+                    + (
+                        f" (it needed {m.result.handles_used} orders, {m.pool} were seeded)"
+                        if exhausted
+                        else ""
+                    )
+                    + (f"; first: {m.result.failure_sample}" if m.result.failure_sample else "")
+                )
+        return lines
+
+
+def _prefix(phase: str, variant: Variant) -> str:
+    """The handle prefix of one measurement's pool: letters and digits, then "-" (see database.py)."""
+    return f"{phase}{variant.key.replace('-', '')}-"
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    """Runs the benchmark in `workdir` (databases, server logs, tool reports) and returns its figures."""
+
+    def __init__(self, settings: Settings, tools: Tools, workdir: Path) -> None:
+        self.settings = settings
+        self.tools = tools
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.servers: list[ServerProcess] = []
+        self.endpoints: dict[str, Endpoint] = {}
+        self.best_rps: dict[str, float] = {}
+        self.outcome: Outcome | None = None
+
+    # -- the whole run ----------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        s = self.settings
+        progress(f"timing the JSON encoders ({s.json_repeats} repeats)")
+        encoders = time_encoders(s.json_repeats, s.json_repeat_s)
+        self.outcome = outcome = Outcome(describe(self.tools), s, encoders)
+        try:
+            self._start_servers()
+            self._warm_up()
+            per_run: dict[str, list[LoadResult]] = {v.key: [] for v in VARIANTS}
+            for run in range(1, s.runs + 1):
+                phase = f"run{run}"
+                pools = self._seed_run(phase)
+                for variant in VARIANTS:
+                    per_run[variant.key].append(self._closed_loop(variant, phase, pools.get(variant.key)))
+            outcome.rows = [
+                summarise(v.key, v.label, per_run[v.key], per_run[v.ceiling] if v.ceiling else None)
+                for v in VARIANTS
+            ]
+            for key in FIXED_RATE_VARIANTS:
+                rps = next(r.medians["rps"] for r in outcome.rows if r.key == key)
+                outcome.fixed.append(self._fixed_rate(BY_KEY[key], (rps or 0) / 2))
+        finally:
+            self._stop_servers()
+        outcome.memory = self._memory()
+        outcome.targets = self._targets(outcome)
+        return outcome
+
+    # -- servers ----------------------------------------------------------------------------------
+
+    def _start_servers(self) -> None:
+        s = self.settings
+        serve_db = Database.create(self.workdir / "serve.sqlite")
+        grpc_db = Database.create(self.workdir / "grpc.sqlite")
+        common = ["--no-demo", "--log-level", s.server_log_level]
+        progress("starting serve, grpc, and the two ceilings")
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            starting: dict[str, Callable[[], ServerProcess]] = {
+                "serve": lambda: start_gateway(
+                    "serve", "serve", ["--database", serve_db.url, *common], self.logs
+                ),
+                "grpc": lambda: start_gateway(
+                    "grpc", "grpc", ["--database", grpc_db.url, *common], self.logs
+                ),
+                "ceiling-rest": lambda: start_ceiling("rest", self.logs),
+                "ceiling-grpc": lambda: start_ceiling("grpc", self.logs),
+            }
+            futures = {name: pool.submit(start) for name, start in starting.items()}
+            started: dict[str, ServerProcess] = {}
+            errors = []
+            for name, future in futures.items():
+                try:
+                    started[name] = future.result()
+                except ServerFailed as error:
+                    errors.append(error)
+            self.servers += started.values()
+            if errors:
+                raise errors[0]
+        grpc_server = started["grpc"]
+        progress("starting http in front of grpc")
+        http = start_gateway(
+            "http",
+            "http",
+            ["--backend", f"127.0.0.1:{grpc_server.grpc_port}", "--log-level", s.server_log_level],
+            self.logs,
+        )
+        self.servers.append(http)
+        serve, rest_ceiling, grpc_ceiling = started["serve"], started["ceiling-rest"], started["ceiling-grpc"]
+        auth = serve_db.authorization
+        self.endpoints = {
+            # The ceilings check no credentials, but get the same header, so the requests are the same.
+            "ceiling-rest": Endpoint(f"http://127.0.0.1:{rest_ceiling.http_port}", None, (rest_ceiling.pid,), None,
+                                     auth),
+            "rest-embedded": Endpoint(f"http://127.0.0.1:{serve.http_port}", None, (serve.pid,), serve_db, auth),
+            # Both processes of the remote variant work for each request: both count.
+            "rest-remote": Endpoint(f"http://127.0.0.1:{http.http_port}", None, (http.pid, grpc_server.pid),
+                                    grpc_db, grpc_db.authorization),
+            "ceiling-grpc": Endpoint(None, f"127.0.0.1:{grpc_ceiling.grpc_port}", (grpc_ceiling.pid,), None, auth),
+            "grpc": Endpoint(None, f"127.0.0.1:{serve.grpc_port}", (serve.pid,), serve_db, auth),
+        }  # fmt: skip
+
+    def _stop_servers(self) -> None:
+        # The REST front end before its gRPC backend, so no request of it finds the backend gone.
+        for server in sorted(self.servers, key=lambda s: s.name != "http"):
+            server.stop()
+        self.servers = []
+
+    def _check_alive(self) -> None:
+        for server in self.servers:
+            if not server.alive():
+                raise ServerFailed(
+                    f"{server.name} exited ({server.process.returncode}); see {server.stderr_path}"
+                )
+
+    # -- measurements -----------------------------------------------------------------------------
+
+    def _measure(
+        self,
+        variant: Variant,
+        phase: str,
+        prefix: str,
+        pool: int | None,
+        *,
+        duration_s: int | None = None,
+        requests: int | None = None,
+        rate: float | None = None,
+        clients: int = 1,
+        start: int = 0,
+        endpoint: Endpoint | None = None,
+    ) -> LoadResult:
+        s = self.settings
+        endpoint = endpoint or self.endpoints[variant.key]
+        if variant.transport == "rest" and duration_s is not None and pool is not None and requests is None:
+            # A timed run stops early rather than run out of fresh orders and cancel missing ones.
+            requests = wrk_request_cap(s.threads, s.connections, pool - start)
+        before = cpu_seconds(endpoint.pids)
+        if variant.transport == "rest" and rate is not None:
+            result = run_h2load_fixed_rate(
+                self.tools.h2load, str(endpoint.rest_url), authorization=endpoint.authorization, prefix=prefix,
+                rate=rate, clients=clients, duration_s=s.fixed_duration_s,
+                workdir=self.workdir / "h2load" / f"{phase}-{variant.key}",
+            )  # fmt: skip
+        elif variant.transport == "rest":
+            result = run_wrk(
+                self.tools.wrk, str(endpoint.rest_url), authorization=endpoint.authorization, prefix=prefix,
+                threads=s.threads, connections=s.connections, duration_s=duration_s, requests=requests, start=start,
+            )  # fmt: skip
+        else:
+            call = GrpcCall(str(endpoint.grpc_target), CANCEL_METHOD, protoset_path(), endpoint.authorization)
+            reports = self.workdir / "ghz"
+            reports.mkdir(parents=True, exist_ok=True)
+            result = run_ghz(
+                self.tools.ghz, call, prefix=prefix, concurrency=s.connections, connections=s.grpc_connections,
+                output=reports / f"{phase}-{variant.key}.json",
+                duration_s=duration_s if rate is None else s.fixed_duration_s, total=requests, rps=rate,
+            )  # fmt: skip
+        result.server_cpu_s = cpu_seconds(endpoint.pids) - before
+        self._check_alive()
+        assert self.outcome is not None
+        self.outcome.measurements.append(Measurement(phase, variant.key, result, pool, rate))
+        cpu = "" if result.cpu_per_1k is None else f", {result.cpu_per_1k:.3f} CPU s/1k"
+        failed = f", {result.failures} FAILED" if result.failures else ""
+        early = ""
+        if duration_s is not None and rate is None and result.seconds < 0.9 * duration_s:
+            early = f", stopped after {result.seconds:.1f} s: all {pool} seeded orders used"
+        progress(
+            f"{phase:>8} {variant.label:<36} {result.rps:8.0f} req/s, p50 {result.p50_ms:7.2f} ms, "
+            f"p99 {result.p99_ms:7.2f} ms{cpu} ({result.requests} requests{failed}{early})"
+        )
+        if rate is None:
+            self.best_rps[variant.key] = max(self.best_rps.get(variant.key, 0.0), result.rps)
+        return result
+
+    def _closed_loop(self, variant: Variant, phase: str, pool: int | None) -> LoadResult:
+        """One timed full-speed measurement; measured again, on a larger pool, if its pool ran out.
+
+        wrk stops at the end of its pool by itself: a shorter run, valid but noisier. ghz cannot (its
+        -n is ignored once a duration is set, ghz v0.121.0), so a gRPC run that needed more orders
+        than were seeded has cancelled missing ones. Either is measured again on a pool twice what it
+        used; the first attempt is kept apart in `Outcome.discarded`, not among the measurements.
+        """
+        duration_s = self.settings.duration_s
+        result = self._measure(variant, phase, _prefix(phase, variant), pool, duration_s=duration_s)
+        database = self.endpoints[variant.key].database
+        outran = pool is not None and (result.handles_used > pool or result.seconds < 0.9 * duration_s)
+        if pool is None or database is None or not outran:
+            return result
+        assert self.outcome is not None
+        self.outcome.discarded.append(self.outcome.measurements.pop())
+        needed = result.handles_used / result.seconds * duration_s if result.seconds else result.handles_used
+        bigger = self._pool(variant, max(self._expected_requests(variant), 2 * needed))
+        progress(f"{phase}: {variant.label} needed more than the {pool} seeded orders; again with {bigger}")
+        retry = f"{phase}again"
+        database.seed(_prefix(retry, variant), bigger)
+        return self._measure(variant, phase, _prefix(retry, variant), bigger, duration_s=duration_s)
+
+    def _expected_requests(self, variant: Variant) -> float:
+        """Requests a timed run of `variant` may make: the highest rate seen, with a margin.
+
+        For gRPC its ceiling's rate counts too: ghz, on the same cores, often limits both alike, and
+        a gRPC pool cannot cap its run (see `_closed_loop`). For REST the ceiling is many times
+        faster, and wrk stops at the end of the pool, so the variant's own rate is enough.
+        """
+        rate = self.best_rps.get(variant.key, 0.0)
+        if variant.transport == "grpc" and variant.ceiling is not None:
+            rate = max(rate, self.best_rps.get(variant.ceiling, 0.0))
+        return rate * self.settings.duration_s * POOL_MARGIN
+
+    def _pool(self, variant: Variant, requests: float) -> int:
+        """Orders to seed for `requests` requests of `variant`, with room for those in flight."""
+        if variant.transport == "rest":
+            return wrk_pool_size(self.settings.threads, self.settings.connections, math.ceil(requests))
+        return math.ceil(requests) + self.settings.connections
+
+    def _warm_up(self) -> None:
+        """A fixed number of requests per variant: code paths warm, and a first estimate of its rate."""
+        n = self.settings.warmup_requests
+        for variant in VARIANTS:
+            database = self.endpoints[variant.key].database
+            pool = None if database is None else self._pool(variant, n)
+            if database is not None and pool is not None:
+                database.seed(_prefix("warmup", variant), pool)
+            self._measure(variant, "warm-up", _prefix("warmup", variant), pool, requests=n)
+
+    def _seed_run(self, phase: str) -> dict[str, int]:
+        """Seed the pools of one round, before any of its measurements: the pool of each variant."""
+        pools = {}
+        for variant in VARIANTS:
+            database = self.endpoints[variant.key].database
+            if database is not None:
+                pools[variant.key] = self._pool(variant, self._expected_requests(variant))
+                database.seed(_prefix(phase, variant), pools[variant.key])
+        return pools
+
+    def _fixed_rate(self, variant: Variant, rate: float) -> FixedRate:
+        assert variant.ceiling is not None
+        database = self.endpoints[variant.key].database
+        assert database is not None
+        requests = rate * self.settings.fixed_duration_s
+        clients = max(self.settings.fixed_clients, math.ceil(rate / MAX_FIXED_RATE_PER_CONNECTION))
+        if variant.transport == "rest":
+            pool = h2load_pool_size(rate, clients, self.settings.fixed_duration_s)
+            tool = f"h2load --rps, {clients} connections"
+        else:
+            pool = self._pool(variant, requests * 1.2)
+            tool = f"ghz --rps, concurrency {self.settings.connections}"
+        prefix = _prefix("fixed", variant)
+        database.seed(prefix, pool)
+        result = self._measure(variant, "fixed", prefix, pool, rate=rate, clients=clients)
+        ceiling = self._measure(BY_KEY[variant.ceiling], "fixed", prefix, None, rate=rate, clients=clients)
+        return FixedRate(variant.key, rate, tool, result, ceiling)
+
+    def _memory(self) -> Memory:
+        """A fresh `serve`: RSS at start, then after each of `memory_checkpoints` equal rounds of cancels."""
+        s = self.settings
+        database = Database.create(self.workdir / "memory.sqlite")
+        chunk = math.ceil(s.memory_cancels / s.memory_checkpoints)
+        variant = BY_KEY["rest-embedded"]
+        pool = s.memory_checkpoints * self._pool(variant, chunk)
+        database.seed("memory-", pool)
+        server = start_gateway(
+            "serve-memory", "serve",
+            ["--database", database.url, "--no-demo", "--log-level", s.server_log_level], self.logs,
+        )  # fmt: skip
+        self.servers.append(server)
+        endpoint = Endpoint(f"http://127.0.0.1:{server.http_port}", None, (server.pid,), database,
+                            database.authorization)  # fmt: skip
+        try:
+            checkpoints = [(0, rss_bytes(server.pid))]
+            progress(
+                f"memory: serve RSS at start {checkpoints[0][1] / 2**20:.1f} MiB; {s.memory_cancels} cancels"
+            )
+            start, done = 0, 0
+            for k in range(1, s.memory_checkpoints + 1):
+                result = self._measure(
+                    variant, f"memory{k}", "memory-", pool, requests=chunk, start=start, endpoint=endpoint
+                )
+                start += result.handles_used
+                done += result.requests
+                checkpoints.append((done, rss_bytes(server.pid)))
+                progress(f"memory: RSS after {done} cancels {checkpoints[-1][1] / 2**20:.1f} MiB")
+            if start > pool:
+                raise RuntimeError(f"memory rounds used {start} orders of {pool} seeded")
+        finally:
+            self._stop_servers()
+        return Memory(checkpoints)
+
+    # -- targets ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _targets(outcome: Outcome) -> list[Target]:
+        rows = {r.key: r for r in outcome.rows}
+        targets = [
+            Target(
+                f"{BY_KEY[key].label}: req/s as a share of its ceiling's",
+                rows[key].ratios["rps"],
+                bound,
+                True,
+            )
+            for key, bound in THROUGHPUT_TARGETS.items()
+        ]
+        targets.append(
+            Target(
+                "JSON: encode_json faster than MessageToJson by",
+                outcome.encoders.speedup_over_message_to_json,
+                JSON_SPEEDUP_OVER_MESSAGE_TO_JSON,
+                True,
+                "x",
+            )
+        )
+        if outcome.memory is not None:
+            first, last = outcome.memory.checkpoints[1][0], outcome.memory.checkpoints[-1][0]
+            targets.append(
+                Target(
+                    f"memory: serve RSS growth from {first} to {last} cancels",
+                    outcome.memory.growth * 100,
+                    MAX_RSS_GROWTH * 100,
+                    False,
+                    "%",
+                )
+            )
+        for fixed in outcome.fixed:
+            ratio = fixed.result.p99_ms / fixed.result.p50_ms if fixed.result.p50_ms else None
+            reached = fixed.result.rps
+            shortfall = f", only {reached:.0f}/s reached" if reached < RATE_REACHED * fixed.rate else ""
+            targets.append(
+                Target(
+                    f"{BY_KEY[fixed.variant].label}: p99/p50 at half the maximum ({fixed.rate:.0f}/s{shortfall})",
+                    ratio,
+                    MAX_P99_OVER_P50_AT_HALF_LOAD,
+                    False,
+                    "x",
+                )
+            )
+        return targets

@@ -1,0 +1,100 @@
+"""The benchmark harness, in its reduced run: it must keep working, whatever the figures.
+
+`python -m bench --quick` starts every server, seeds, drives wrk, ghz and h2load, measures memory and
+the JSON encoders, and prints the table, in seconds. These tests check that every request of every
+measurement succeeded and that the table and the JSON have every row; they never check speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.suite import FIXED_RATE_VARIANTS, QUICK, VARIANTS
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK_TIMEOUT_S = 180  # it takes about 30 s on 2 busy cores; this only stops a hang
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    figures: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    workdir = tmp_path_factory.mktemp("bench")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(workdir / "figures.json"),
+         "--out-dir", str(workdir / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    figures_path = workdir / "figures.json"
+    figures = json.loads(figures_path.read_text()) if figures_path.exists() else {}
+    return QuickRun(result.returncode, result.stdout, result.stderr, figures)
+
+
+def test_the_quick_run_finishes_and_succeeds(quick: QuickRun) -> None:
+    assert quick.returncode == 0, f"python -m bench --quick failed:\n{quick.stdout}\n{quick.stderr[-4000:]}"
+
+
+def test_every_request_of_every_measurement_succeeded(quick: QuickRun) -> None:
+    measurements = quick.figures["measurements"]
+    variants = {m["variant"] for m in measurements}
+    assert variants == {v.key for v in VARIANTS}
+    for m in measurements:
+        result = m["result"]
+        where = f"{m['phase']} {m['variant']} ({result['tool']})"
+        assert result["requests"] > 0, f"{where}: no request answered"
+        assert result["failures"] == 0, f"{where}: {result['failures']} failed: {result['failure_sample']}"
+    assert quick.figures["failures"] == []
+    assert "all" in quick.stdout and "succeeded" in quick.stdout
+
+
+def test_every_kind_of_load_ran(quick: QuickRun) -> None:
+    tools = {(m["variant"], m["result"]["tool"]) for m in quick.figures["measurements"]}
+    for variant in VARIANTS:
+        expected = "wrk" if variant.transport == "rest" else "ghz"
+        assert (variant.key, expected) in tools
+    assert {tool for _, tool in tools} == {"wrk", "ghz", "h2load"}
+    # Each product variant got its own pool of orders, and used no more of it than was seeded.
+    for m in quick.figures["measurements"]:
+        if m["pool"] is not None:
+            assert m["result"]["handles_used"] <= m["pool"], m
+
+
+def test_the_table_has_every_row(quick: QuickRun) -> None:
+    table = quick.stdout
+    for variant in VARIANTS:
+        assert table.count(variant.label) >= 1, variant.label
+    for key in FIXED_RATE_VARIANTS:
+        label = next(v.label for v in VARIANTS if v.key == key)
+        assert table.count(label) >= 3, f"{label}: closed loop, fixed rate and target rows"
+    for heading in ("Closed loop, full speed", "Fixed rate, half the median maximum", "JSON mapping",
+                    "encode_json (ours)", "orjson.dumps", "MessageToJson", "Memory of a fresh serve",
+                    "at start", "Targets"):  # fmt: skip
+        assert heading in table, heading
+    assert "cores" in table and "commit" in table and "date" in table
+
+
+def test_the_json_has_every_figure(quick: QuickRun) -> None:
+    figures = quick.figures
+    assert [row["key"] for row in figures["rows"]] == [v.key for v in VARIANTS]
+    for row in figures["rows"]:
+        assert set(row["medians"]) == {"rps", "p50_ms", "p99_ms", "cpu_per_1k"}
+        assert all(value is not None for value in row["medians"].values()), row
+        assert all(value is not None for value in row["ratios"].values()), row
+    assert [f["variant"] for f in figures["fixed"]] == list(FIXED_RATE_VARIANTS)
+    assert len(figures["memory"]["checkpoints"]) == QUICK.memory_checkpoints + 1
+    assert figures["encoders"]["encode_json_us"] > 0
+    assert len(figures["targets"]) == 3 + 1 + 1 + len(FIXED_RATE_VARIANTS)
+    assert figures["environment"]["cores"].isdigit()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import math
 import signal
@@ -102,6 +103,7 @@ class Running:
     grpc: GrpcServer | None = None
     backend: Backend | None = None
     store: OrderStore | None = None
+    access_log: AccessLog | None = None
 
     async def stop(self, grace_s: float) -> None:
         # Both listeners stop taking work at once and share the grace period.
@@ -115,6 +117,8 @@ class Running:
             await self.backend.close()
         if self.store is not None:
             await self.store.close()
+        if self.access_log is not None:
+            self.access_log.flush()
 
 
 async def start(mode: str, args: argparse.Namespace, *, reuse_port: bool) -> Running:
@@ -151,7 +155,7 @@ async def start(mode: str, args: argparse.Namespace, *, reuse_port: bool) -> Run
                 )
                 running.backend = calls_backend
                 readiness["grpc_backend"] = calls_backend.ready
-            access_log = AccessLog()
+            access_log = running.access_log = AccessLog()
 
             def observe(**fields: Any) -> None:
                 metrics.observe_request(**fields)
@@ -195,6 +199,11 @@ async def run_until_signalled(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     running = await start(mode, args, reuse_port=reuse_port)
+    # Everything built so far (modules, compiled routes and encoders) lives as long as the process:
+    # moved out of the collector's sight, it is not scanned again by every full collection, which
+    # would otherwise pause all requests in flight.
+    gc.collect()
+    gc.freeze()
     if announce is not None:
         announce(running)
     await stop.wait()

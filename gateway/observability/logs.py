@@ -3,10 +3,11 @@ status and duration; nothing here ever logs headers, bodies or credentials."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -51,23 +52,50 @@ def configure_logging(level: str = "info") -> None:
 
 
 class AccessLog:
-    """The RequestObserver that writes one log line per answered request."""
+    """The RequestObserver that writes one JSON line per answered request, in batches.
 
-    def __init__(self) -> None:
+    A write per line costs a system call per request, a quarter of the REST throughput at full
+    speed; lines are gathered and written together at most `flush_interval_s` later, and on
+    `flush()` at shutdown. The line has the fields of the other log lines (JsonFormatter).
+    """
+
+    def __init__(self, stream: BinaryIO | None = None, *, flush_interval_s: float = 0.05) -> None:
         self._log = logging.getLogger(ACCESS_LOGGER)
+        self._stream = stream
+        self._flush_interval_s = flush_interval_s
+        self._lines: list[bytes] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     def __call__(
         self, *, route: str, method: str, status: int, seconds: float, request_id: str, remote: str | None
     ) -> None:
-        if self._log.isEnabledFor(logging.INFO):
-            self._log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "remote": remote,
-                },
-            )
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        line = {
+            "ts": _timestamp(time.time()),
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "message": "request",
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "remote": remote,
+        }
+        self._lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self._flush_interval_s, self.flush)
+
+    def flush(self) -> None:
+        """Write the gathered lines now."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines.clear()
+        stream = self._stream or sys.stderr.buffer
+        stream.write(data)
+        stream.flush()

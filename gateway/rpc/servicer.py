@@ -7,6 +7,7 @@ CallContext, so both surfaces share authentication and the error path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -75,21 +76,31 @@ class Admission:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = LOOPBACK
 
     def client_address(self, context: CallContext) -> str:
-        peer = context.peer() or ""
-        kind, _, rest = peer.partition(":")
-        host = rest.rpartition(":")[0].strip("[]") if kind in ("ipv4", "ipv6") else peer
-        trusted = peer == IN_PROCESS_PEER
-        if not trusted and kind in ("ipv4", "ipv6"):
-            try:
-                address = ipaddress.ip_address(host)
-            except ValueError:
-                address = None
-            trusted = address is not None and any(address in net for net in self.trusted_proxies)
+        host, trusted = _peer_host(context.peer() or "", self.trusted_proxies)
         if trusted:
             forwarded = metadata_value(context, "x-forwarded-for")
             if forwarded:
                 return forwarded.rpartition(",")[2].strip()
         return host
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer_host(
+    peer: str, trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> tuple[str, bool]:
+    """The IP of a gRPC peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`) and whether it is a trusted
+    proxy; cached, since a connection's peer repeats on every call and parsing it is not free."""
+    kind, _, rest = peer.partition(":")
+    if peer == IN_PROCESS_PEER:
+        return peer, True
+    if kind not in ("ipv4", "ipv6"):
+        return peer, False
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host, False
+    return host, any(address in network for network in trusted_proxies)
 
 
 class OrdersServicer(orders_service_grpc.OrdersServiceServicer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ from gateway.rpc.servicer import IN_PROCESS_PEER, OrdersServicer
 from gateway.rpc.status import details_from_metadata
 
 Metadata = tuple[tuple[str, str], ...]
+
+RETRY_ATTEMPTS = 3
+FIRST_RETRY_BACKOFF_S = 0.05
+MAX_RETRY_BACKOFF_S = 0.5
+MAX_RECONNECT_BACKOFF_MS = 1000
+"""Longest wait between attempts to reconnect to a gRPC server that is down. grpc's default grows
+to 120 s, so a front end would answer 503 for up to two minutes after its backend came back."""
 
 
 @dataclass
@@ -109,30 +117,18 @@ class InProcessBackend:
         return None
 
 
-def service_config(service: ServiceDescriptor, *, max_attempts: int = 3) -> str:
-    """Round-robin over every address, and retries of UNAVAILABLE for the calls the protos
-    mark IDEMPOTENT or NO_SIDE_EFFECTS (cancel, complete, disable, get; never track)."""
-    safe = [
-        {"service": service.full_name, "method": m.name}
+def service_config() -> str:
+    """Round-robin over every address the target names."""
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def retried_methods(service: ServiceDescriptor) -> frozenset[str]:
+    """The calls the protos mark IDEMPOTENT or NO_SIDE_EFFECTS (cancel, complete, disable, get;
+    never track): those a front end may send again."""
+    return frozenset(
+        m.full_name
         for m in service.methods
         if m.GetOptions().idempotency_level in (MethodOptions.IDEMPOTENT, MethodOptions.NO_SIDE_EFFECTS)
-    ]
-    return json.dumps(
-        {
-            "loadBalancingConfig": [{"round_robin": {}}],
-            "methodConfig": [
-                {
-                    "name": safe,
-                    "retryPolicy": {
-                        "maxAttempts": max_attempts,
-                        "initialBackoff": "0.05s",
-                        "maxBackoff": "0.5s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ],
-        }
     )
 
 
@@ -151,7 +147,11 @@ class RemoteBackend:
     def __init__(
         self, target: str, service: ServiceDescriptor, calls: Sequence[RestCall], tls: ClientTls | None = None
     ):
-        options = [("grpc.service_config", service_config(service)), ("grpc.enable_retries", 1)]
+        options = [
+            ("grpc.service_config", service_config()),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ]
         if tls is None:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         else:
@@ -168,17 +168,34 @@ class RemoteBackend:
             for c in calls
         }
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._retried = retried_methods(service)
 
     async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
-        try:
-            response: Message = await self._methods[call.rpc.full_name](
-                request, metadata=metadata, timeout=timeout_s
-            )
-            return response
-        except grpc.aio.AioRpcError as error:
-            raise BackendError(
-                error.code(), error.details() or "", details_from_metadata(error.trailing_metadata())
-            ) from None
+        """The call, sent again (to the next server) after a transport failure if it is idempotent.
+
+        Only an UNAVAILABLE without the service's own google.rpc.Status is retried: no server
+        answered it. An UNAVAILABLE the service answered (STORE_BUSY: it retried until the
+        deadline already) is final; sending it again would only turn its 503 into a 504.
+        """
+        method = self._methods[call.rpc.full_name]
+        deadline = time.monotonic() + timeout_s
+        attempts_left = RETRY_ATTEMPTS if call.rpc.full_name in self._retried else 1
+        backoff = FIRST_RETRY_BACKOFF_S
+        while True:
+            attempts_left -= 1
+            try:
+                response: Message = await method(
+                    request, metadata=metadata, timeout=deadline - time.monotonic()
+                )
+                return response
+            except grpc.aio.AioRpcError as error:
+                status = details_from_metadata(error.trailing_metadata())
+                pause = random.uniform(0, backoff)
+                transport_failure = error.code() == grpc.StatusCode.UNAVAILABLE and status is None
+                if not (transport_failure and attempts_left and time.monotonic() + pause < deadline):
+                    raise BackendError(error.code(), error.details() or "", status) from None
+            await asyncio.sleep(pause)
+            backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
 
     async def ready(self) -> bool:
         try:

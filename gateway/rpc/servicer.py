@@ -152,8 +152,10 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
             return await call(account_id, request, deadline)
         except OrderError as error:
             if isinstance(error, Unavailable):
-                # The caller hears "retry later"; the operator needs the cause.
-                log.warning("store unavailable in %s: %s", method, error, exc_info=error.__cause__)
+                # The caller hears "retry later"; the operator needs the cause. A busy database is
+                # the cause itself (no traceback: under contention there is one per call).
+                cause = None if error.reason == "STORE_BUSY" else error.__cause__
+                log.warning("store unavailable in %s: %s", method, error, exc_info=cause)
             code, status = status_of(error)
             await context.abort(code, status.message, trailing_metadata(status))
         except asyncio.CancelledError:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import random
 import time
 import urllib.parse
@@ -48,6 +49,7 @@ from gateway.store.base import (
 from gateway.store.postgres_schema import migrate
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # asyncpg ships no type hints: its connection is `Any` here, and only here.
 Work = Callable[[Any, float], Awaitable[T]]
 
@@ -68,6 +70,8 @@ PING_TIMEOUT_S = 1.0
 # enough to replace pooled connections a restart has cut, short enough that calls
 # fail fast (and do not pile up) while the server is really down.
 RECONNECT_WINDOW_S = 1.0
+ANSWER_MARGIN_S = 0.02
+"""How long before its deadline a call stops waiting on the database, for its 503 to reach the caller in time."""
 CLOSE_TIMEOUT_S = 5.0
 
 # Errors after which the whole transaction was rolled back by the server and may
@@ -217,6 +221,9 @@ class PostgresStore:
 
     async def _call(self, work: Work[T], deadline: float, *, write: bool) -> T:
         """Run `work` on a pooled connection (in one transaction if `write`), retrying until `deadline`."""
+        # Stop short of the caller's deadline, so that our 503 reaches it before its own timer
+        # fires and turns the answer into a 504.
+        deadline -= ANSWER_MARGIN_S
         delay = FIRST_RETRY_S
         reconnect_until = min(deadline, time.monotonic() + RECONNECT_WINDOW_S)
         while True:
@@ -273,8 +280,13 @@ class PostgresStore:
         except _DATABASE_ERRORS as error:
             raise Unavailable("STORE_UNAVAILABLE", "the database could not complete the call") from error
         finally:
-            # The pool rolls back what is left open and discards a broken connection.
-            await self._pool.release(connection)
+            # The pool rolls back what is left open and discards a broken connection. A statement
+            # cut short by its timeout may leave the reset waiting on the server's cancellation:
+            # asyncpg then terminates the connection itself, and the call's answer stands.
+            try:
+                await self._pool.release(connection)
+            except (TimeoutError, *_DATABASE_ERRORS) as error:
+                log.debug("dropped a connection the pool could not reset: %r", error)
 
     async def _transaction(self, connection: Any, work: Work[T], deadline: float) -> T:
         try:

@@ -14,6 +14,8 @@ from gateway.protos import json_pb2, order_pb2
 MAX_HANDLE_LENGTH = 255
 MAX_TEXT_LENGTH = 1024
 MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 32
+NESTED_TOO_DEEPLY = f"nested too deeply (at most {MAX_METADATA_DEPTH} levels of objects and arrays)"
 MAX_ORDERS_PER_ROUTE = 100
 INT32_MAX = 2**31 - 1
 _ORDER_TYPES = frozenset(order_pb2.OrderType.values())
@@ -60,33 +62,37 @@ def check_track_mode(field: str, value: int, violations: list[FieldViolation]) -
 
 
 def check_metadata(field: str, metadata: json_pb2.JsonObject, violations: list[FieldViolation]) -> None:
-    """Metadata: unique keys, finite numbers, at most 64 KiB."""
+    """Metadata: unique keys, finite numbers, at most 32 levels deep, at most 64 KiB."""
     if metadata.ByteSize() > MAX_METADATA_BYTES:
         violations.append(FieldViolation(field, f"must be at most {MAX_METADATA_BYTES} bytes"))
         return
-    _check_object(field, metadata, violations)
+    _check_object(field, metadata, violations, 1)
 
 
-def _check_object(field: str, obj: json_pb2.JsonObject, violations: list[FieldViolation]) -> None:
+def _check_object(field: str, obj: json_pb2.JsonObject, violations: list[FieldViolation], depth: int) -> None:
     seen: set[str] = set()
     for member in obj.members:
         if member.key in seen:
             violations.append(FieldViolation(field, f"key {member.key!r} is given more than once"))
         seen.add(member.key)
-        _check_value(f"{field}.{member.key}", member.value, violations)
+        _check_value(f"{field}.{member.key}", member.value, violations, depth)
 
 
-def _check_value(field: str, value: json_pb2.JsonValue, violations: list[FieldViolation]) -> None:
+def _check_value(field: str, value: json_pb2.JsonValue, violations: list[FieldViolation], depth: int) -> None:
     kind = value.WhichOneof("kind")
     if kind is None:
         violations.append(FieldViolation(field, "must be a JSON value"))
     elif kind == "number_value" and not math.isfinite(value.number_value):
         violations.append(FieldViolation(field, "must be a finite number"))
+    elif kind in ("object_value", "array_value") and depth >= MAX_METADATA_DEPTH:
+        # The stored order nests metadata deeper still (in its order_created event), and
+        # protobuf parsers refuse messages nested past 100 levels: a bound well inside it.
+        violations.append(FieldViolation(field, NESTED_TOO_DEEPLY))
     elif kind == "object_value":
-        _check_object(field, value.object_value, violations)
+        _check_object(field, value.object_value, violations, depth + 1)
     elif kind == "array_value":
         for i, item in enumerate(value.array_value.values):
-            _check_value(f"{field}[{i}]", item, violations)
+            _check_value(f"{field}[{i}]", item, violations, depth + 1)
 
 
 # 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: what an ISO 8601 timestamp can spell.

@@ -12,6 +12,7 @@ from typing import Any, cast
 from google.protobuf import struct_pb2
 
 from gateway.domain.errors import FieldViolation
+from gateway.domain.validation import MAX_METADATA_DEPTH, NESTED_TOO_DEEPLY
 from gateway.jsonmap.contracts import (
     MUST_BE_ARRAY,
     MUST_BE_OBJECT,
@@ -23,13 +24,11 @@ from gateway.jsonmap.contracts import (
 )
 from gateway.protos import json_pb2
 
-# Containers (objects and arrays) one value may nest; deeper input is refused before it can exhaust
-# the stack or the protobuf recursion limit (100) when the message is serialized.
-MAX_DEPTH = 32
+# Containers (objects and arrays) one value may nest: the domain's bound, which every surface shares;
+# here deeper input is refused before it can exhaust the stack.
+MAX_DEPTH = MAX_METADATA_DEPTH
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-
-NESTED_TOO_DEEPLY = f"nested too deeply (at most {MAX_DEPTH} levels of objects and arrays)"
 
 # The generated stubs and types-protobuf disagree on the enum's Python type; the value is 0 either way.
 _NULL = cast("struct_pb2.NullValue", struct_pb2.NULL_VALUE)

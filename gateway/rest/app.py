@@ -86,6 +86,7 @@ class RestGateway:
         started = time.perf_counter()
         rid = request_id(request.headers)
         route_name = "unmatched"
+        closing = False
         try:
             segments = split_path(request.raw_path)
             route = self._router.match(request.method, segments)
@@ -96,6 +97,7 @@ class RestGateway:
                 response = await route.target(request)
         except RestError as error:
             response = rest_error_response(error)
+            closing = error.close_connection
         except NoRoute:
             response = error_response(404, "no such route", {})
         except MethodNotAllowed as error:
@@ -120,6 +122,8 @@ class RestGateway:
                 request_id=rid,
                 remote=request.remote,
             )
+        if closing:
+            await _send_and_close(request, response)
         return response
 
     async def _forward(
@@ -200,6 +204,16 @@ class RestGateway:
                 getattr(message, call.body).CopyFrom(decode(body_type, value, path=call.body))
         except InvalidArgument as error:
             _add_problems(problems, locate(call, error.violations))
+
+
+async def _send_and_close(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Send `response`, then close the connection at once: left to itself, aiohttp would first go
+    on reading the rest of an unfinished body for its lingering time (10 s), so the caller too slow
+    to send its body (408) would hold the connection that much longer."""
+    response.force_close()  # says `Connection: close`
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
 
 
 def _add_problems(problems: Problems, found: Mapping[str, Mapping[str, list[str]]]) -> None:

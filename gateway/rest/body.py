@@ -33,8 +33,12 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+class _Constant(ValueError):
+    pass
+
+
 def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _Constant(f"{name} is not valid JSON")
 
 
 def _depth(value: object, limit: int) -> bool:
@@ -64,8 +68,14 @@ def parse_json(raw: bytes) -> Any:
         raise validation_error({"body": {str(error): ["is given more than once"]}}) from None
     except RecursionError:
         raise validation_error({"body": {"body": [f"is nested deeper than {MAX_DEPTH} levels"]}}) from None
-    except ValueError as error:
+    except (json.JSONDecodeError, _Constant) as error:
         raise validation_error({"body": {"body": [f"is not valid JSON: {error}"]}}) from None
+    except ValueError:
+        # int() refuses more digits than sys.get_int_max_str_digits(); its message tells a
+        # Python programmer what to call, which is nothing a caller should read.
+        raise validation_error(
+            {"body": {"body": ["is not valid JSON: a number has too many digits"]}}
+        ) from None
     if not _depth(value, MAX_DEPTH):
         raise validation_error({"body": {"body": [f"is nested deeper than {MAX_DEPTH} levels"]}})
     return value
@@ -89,9 +99,19 @@ async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: floa
                         413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes}
                     )
                 chunks.append(chunk)
+    except ConnectionError:
+        # The caller went away (or half-closed) before its body was complete: nobody is left to
+        # answer, but the access log and metrics say so (499), not an internal failure (500).
+        raise RestError(
+            499, "the connection closed before the body arrived", {"reason": "CANCELLED"}
+        ) from None
     except TimeoutError:
         raise RestError(
-            408, f"the body did not arrive within {timeout_s:g} seconds", {}, {"Connection": "close"}
+            408,
+            f"the body did not arrive within {timeout_s:g} seconds",
+            {},
+            {"Connection": "close"},
+            close_connection=True,
         ) from None
     return b"".join(chunks)
 

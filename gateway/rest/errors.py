@@ -67,12 +67,15 @@ class RestError(Exception):
         message: str,
         detail: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.detail = dict(detail or {})
         self.headers = dict(headers or {})
+        self.close_connection = close_connection
 
 
 def validation_error(problems: Mapping[str, Mapping[str, list[str]]]) -> RestError:

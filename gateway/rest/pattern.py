@@ -72,5 +72,11 @@ class PathTemplate:
 
 
 def split_path(raw_path: str) -> list[str]:
-    """The raw segments of a path without its query: `/a/b%2Fc` is `['a', 'b%2Fc']`."""
-    return raw_path.partition("?")[0][1:].split("/")
+    """The raw segments of a path without its query: `/a/b%2Fc` is `['a', 'b%2Fc']`. A request target
+    in absolute form (`http://host/a`, which RFC 9112 3.2.2 says a server must accept) is split the
+    same, without its scheme and authority."""
+    path = raw_path.partition("?")[0]
+    scheme, absolute, rest = path.partition("://")
+    if absolute and not scheme.startswith("/"):
+        path = "/" + rest.partition("/")[2]
+    return path[1:].split("/")

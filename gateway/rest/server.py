@@ -33,7 +33,9 @@ class _ContractErrorsHandler(RequestHandler):
     ) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("the response had begun; no error body can follow")
-        log.debug("refused a malformed request from %s: %r", request.remote, exc)
+        # The parser's message quotes the offending bytes (a header line, which may be the
+        # Authorization header): only the kind of error is logged, never what the caller sent.
+        log.debug("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
         if status >= 500:
             response = error_response(status, "internal error", {"reason": "INTERNAL"})
         else:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway.domain.errors import Unavailable
-from gateway.protos import SERVICE_NAME, orders_service_grpc
+from gateway.protos import SERVICE_DESCRIPTOR, SERVICE_NAME
 from gateway.rpc.reflection import add_reflection
-from gateway.rpc.servicer import OrdersServicer
+from gateway.rpc.servicer import MalformedRequest, OrdersServicer
 from gateway.store.base import OrderStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,32 @@ class DatabaseHealth:
             await asyncio.sleep(self._interval_s)
 
 
+def _lenient_parser(message_class: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
+    def parse(data: bytes) -> Message | MalformedRequest:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return MalformedRequest(str(error))
+
+    return parse
+
+
+def add_orders_service(servicer: OrdersServicer, server: grpc.aio.Server) -> None:
+    """Register OrdersService as the generated code would, but with request parsers that hand
+    undecodable bytes to the servicer as a MalformedRequest (INVALID_ARGUMENT with details)."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient_parser(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+        for method in SERVICE_DESCRIPTOR.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    # Registered methods skip the generic lookup per call (grpcio >= 1.62 generated code does both).
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 class GrpcServer:
     """A started grpc.aio server. `port` is the bound port (useful with port 0)."""
 
@@ -85,7 +114,7 @@ class GrpcServer:
         # SO_REUSEPORT only when several workers share the port on purpose; otherwise a
         # second server on the same port must fail to start rather than share it silently.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
-        orders_service_grpc.add_OrdersServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        add_orders_service(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         add_reflection(server, [SERVICE_NAME, HEALTH_SERVICE])

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
-from gateway.domain.errors import OrderError, Unauthenticated, Unavailable
+from gateway.domain.errors import InvalidArgument, OrderError, Unauthenticated, Unavailable
 from gateway.protos import orders_service_grpc, orders_service_pb2
 from gateway.rpc.status import internal_status, status_of, trailing_metadata
 from gateway.service.auth import Authenticator
@@ -55,6 +55,19 @@ def metadata_value(context: CallContext, key: str) -> str | None:
         if entry_key == key:
             return value if isinstance(value, str) else None
     return None
+
+
+class MalformedRequest:
+    """Request bytes that did not parse as the method's message (see gateway/rpc/server.py).
+
+    grpc would answer a parser's exception itself, as UNKNOWN with the exception's text and no
+    details; handed to the servicer instead, it is answered like any invalid argument.
+    """
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
 
 
 IN_PROCESS_PEER = "in-process"
@@ -147,6 +160,10 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         code = grpc.StatusCode.OK
         try:
             account_id = await self._authenticate(context)
+            if isinstance(request, MalformedRequest):
+                raise InvalidArgument(
+                    "MALFORMED_REQUEST", f"the request message does not parse: {request.problem}"
+                )
             remaining = context.time_remaining()
             deadline = started + (DEFAULT_DEADLINE_S if remaining is None else remaining)
             return await call(account_id, request, deadline)

@@ -22,7 +22,7 @@ from gateway.jsonmap import decode, encode_json
 from gateway.protos import SERVICE_DESCRIPTOR
 from gateway.rest.backend import Backend, BackendError
 from gateway.rest.body import parse_json, read_body, require_json_content_type
-from gateway.rest.context import DeadlinePolicy, call_metadata, request_id
+from gateway.rest.context import DeadlinePolicy, RequestIds, call_metadata, request_id
 from gateway.rest.errors import (
     JSON_HEADERS,
     RestError,
@@ -81,10 +81,11 @@ class RestGateway:
         routes += [Route(c.http_method, c.path, c) for c in self.calls]
         self._router: Router[RestCall | Handler] = Router(routes)
         self._observer = observer
+        self._request_ids = RequestIds()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        rid = request_id(request.headers)
+        rid = request_id(request.headers, self._request_ids)
         route_name = "unmatched"
         closing = False
         try:

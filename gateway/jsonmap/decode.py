@@ -46,7 +46,8 @@ M = TypeVar("M", bound=Message)
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
 FLOAT32_MAX = 3.4028234663852886e38
 
-_INTEGER_RANGES = {
+# The range of each integer field type, for every reader of outside input (the REST query too).
+INTEGER_RANGES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
@@ -145,8 +146,8 @@ def _converter(field: FieldDescriptor) -> _Convert:
         return _string
     if field.type == FieldDescriptor.TYPE_BOOL:
         return _boolean
-    if field.type in _INTEGER_RANGES:
-        return _integer(*_INTEGER_RANGES[field.type])
+    if field.type in INTEGER_RANGES:
+        return _integer(*INTEGER_RANGES[field.type])
     if field.type in _NUMBER_LIMITS:
         return _number(_NUMBER_LIMITS[field.type])
     raise TypeError(f"{field.full_name}: fields of type {field.type} have no JSON mapping in this gateway")

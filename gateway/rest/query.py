@@ -10,20 +10,9 @@ from urllib.parse import unquote_to_bytes
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from gateway.jsonmap.decode import INTEGER_RANGES
 from gateway.jsonmap.enums import enum_names
 
-_INT_TYPES = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
-}
 # An integer in the query string: an optional minus and ASCII digits, nothing around them.
 _INTEGER = re.compile(r"-?[0-9]+")
 # Longer spellings are out of every range (2**64 has 20 digits); int() is spared huge inputs.
@@ -67,8 +56,8 @@ def _typed(field: FieldDescriptor, value: str) -> object:
         if number is None or number == 0:
             raise ValueError("must be one of: " + ", ".join(names.choices(with_zero=False)))
         return number
-    if field.type in _INT_TYPES:
-        low, high = _INT_TYPES[field.type]
+    if field.type in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[field.type]
         if not _INTEGER.fullmatch(value):
             raise ValueError("must be an integer")
         if len(value) > _MAX_INTEGER_CHARS or not low <= int(value) <= high:

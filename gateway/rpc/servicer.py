@@ -195,30 +195,22 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         self, request: orders_service_pb2.GetOrderRequest, context: CallContext
     ) -> orders_service_pb2.GetOrderResponse:
         order = await self._run("GetOrder", context, self._calls.get_order, request)
-        response = orders_service_pb2.GetOrderResponse()
-        response.order.CopyFrom(order)
-        return response
+        return orders_service_pb2.GetOrderResponse(order=order)
 
     async def CancelOrder(
         self, request: orders_service_pb2.CancelOrderRequest, context: CallContext
     ) -> orders_service_pb2.CancelOrderResponse:
         order = await self._run("CancelOrder", context, self._calls.cancel_order, request)
-        response = orders_service_pb2.CancelOrderResponse()
-        response.order.CopyFrom(order)
-        return response
+        return orders_service_pb2.CancelOrderResponse(order=order)
 
     async def CompleteOrder(
         self, request: orders_service_pb2.CompleteOrderRequest, context: CallContext
     ) -> orders_service_pb2.CompleteOrderResponse:
         order = await self._run("CompleteOrder", context, self._calls.complete_order, request)
-        response = orders_service_pb2.CompleteOrderResponse()
-        response.order.CopyFrom(order)
-        return response
+        return orders_service_pb2.CompleteOrderResponse(order=order)
 
     async def DisableOrder(
         self, request: orders_service_pb2.DisableOrderRequest, context: CallContext
     ) -> orders_service_pb2.DisableOrderResponse:
         order = await self._run("DisableOrder", context, self._calls.disable_order, request)
-        response = orders_service_pb2.DisableOrderResponse()
-        response.order.CopyFrom(order)
-        return response
+        return orders_service_pb2.DisableOrderResponse(order=order)

@@ -1,14 +1,16 @@
-"""The ceilings: a bare aiohttp handler and a bare grpc.aio servicer that answer with the reference order.
+"""The ceilings: a bare aiohttp handler and a bare grpc.aio servicer that answer as the product does.
 
-    python -m bench.ceilings rest --port P     POST anything -> the reference order's JSON bytes
+    python -m bench.ceilings rest --port P     POST anything -> the JSON bytes of a cancelled order
     python -m bench.ceilings grpc --port P     OrdersService/CancelOrder -> CancelOrderResponse{order}
 
-They do no routing, no authentication, no store and no JSON mapping per request: the answer is built
-once at start-up. Each runs the way the product runs (one process, uvloop, aiohttp's low-level server
-with the same keep-alive, grpc.aio with the same options), so what the product adds on top of them is
-what its own code costs. The gRPC one serves the same service and method, with reflection, so the
-same ghz call (reflection or --protoset) works against both. Like the product, each prints a banner
-with its bound port on stdout and stops on SIGTERM or SIGINT.
+The order is the product's own answer to a cancel of a seeded order (bench/answer.py), so a ceiling
+writes the same bytes per request as the product does. They do no routing, no authentication, no
+store and no JSON mapping per request: the answer is built once at start-up. Each runs the way the
+product runs (one process, uvloop, aiohttp's low-level server with the same keep-alive, grpc.aio
+with the same options), so what the product adds on top of them is what its own code costs. The
+gRPC one serves the same service and method, with reflection, so the same ghz call (reflection or
+--protoset) works against both. Like the product, each prints a banner with its bound port on
+stdout and stops on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import grpc
 import uvloop
 from aiohttp import web
 
-from gateway.demo import reference_order
+from bench.answer import cancelled_seed_order
 from gateway.jsonmap import encode_json
 from gateway.protos import SERVICE_NAME, orders_service_grpc, orders_service_pb2
 from gateway.rpc.reflection import add_reflection
@@ -68,7 +70,8 @@ async def _until_signalled() -> None:
 
 
 async def serve_rest(host: str, port: int) -> None:
-    runner = web.ServerRunner(rest_handler(encode_json(reference_order())), handle_signals=False)
+    body = encode_json(await cancelled_seed_order())
+    runner = web.ServerRunner(rest_handler(body), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -82,7 +85,7 @@ async def serve_rest(host: str, port: int) -> None:
 
 async def serve_grpc(host: str, port: int) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    response = orders_service_pb2.CancelOrderResponse(order=reference_order())
+    response = orders_service_pb2.CancelOrderResponse(order=await cancelled_seed_order())
     orders_service_grpc.add_OrdersServiceServicer_to_server(BareOrdersServicer(response), server)  # type: ignore[no-untyped-call]
     add_reflection(server, [SERVICE_NAME])
     bound = server.add_insecure_port(f"{host}:{port}")

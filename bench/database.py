@@ -20,7 +20,7 @@ ACCOUNT = "bench"
 
 @dataclass(frozen=True)
 class Database:
-    """An SQLite database of the product, with the account the load uses."""
+    """A database of the product (SQLite, or PostgreSQL for issue 7's rows), with the load's account."""
 
     url: str
     account: str
@@ -33,11 +33,15 @@ class Database:
 
     @classmethod
     def create(cls, path: Path) -> Database:
-        """A new database file at `path` with the benchmark's account (`accounts create`)."""
+        """A new SQLite database file at `path` with the benchmark's account (`accounts create`)."""
         if path.exists():
             raise FileExistsError(f"{path} exists: every benchmark run starts from a fresh database")
         path.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{path}"
+        return cls.on(f"sqlite:///{path}")
+
+    @classmethod
+    def on(cls, url: str) -> Database:
+        """The benchmark's account on the empty database `url` (`accounts create` brings its schema)."""
         printed = run_gateway_command(["accounts", "create", "--database", url, ACCOUNT]).strip()
         account, _, secret = printed.rpartition("\n")[2].partition(":")
         return cls(url, account, secret)

@@ -52,6 +52,7 @@ class LoadResult:
     failure_sample: str = ""
     handles_used: int = 0
     server_cpu_s: float | None = None  # of the server processes, filled in by whoever measured it
+    database_cpu_s: float | None = None  # of the PostgreSQL server (all its processes), if one served it
 
     @property
     def rps(self) -> float:
@@ -62,6 +63,12 @@ class LoadResult:
         if self.server_cpu_s is None or self.requests == 0:
             return None
         return self.server_cpu_s / self.requests * 1000
+
+    @property
+    def database_cpu_per_1k(self) -> float | None:
+        if self.database_cpu_s is None or self.requests == 0:
+            return None
+        return self.database_cpu_s / self.requests * 1000
 
 
 def percentile(sorted_values: Sequence[float], percent: float) -> float:

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from bench.suite import BY_KEY, Outcome
+from bench.suite import BY_KEY, POSTGRES_VARIANTS, Outcome
 
 MIB = 2**20
 
@@ -40,6 +40,8 @@ def render(outcome: Outcome) -> str:
         "every cancel hits a fresh open order",
         f"figures: median of {s.runs} run(s); 'x ceil' = the figure divided by its ceiling's in the same run"
         " (median over runs): req/s higher is better, latency and CPU lower",
+        *_answer_lines(outcome),
+        *_postgres_header(outcome),
         "",
     ]
     rows = []
@@ -52,6 +54,7 @@ def render(outcome: Outcome) -> str:
     header = ["Closed loop, full speed", "req/s", "x ceil", "p50 ms", "x ceil", "p99 ms", "x ceil",
               "CPU s/1k req", "x ceil"]  # fmt: skip
     out += _table(header, rows)
+    out += _postgres_lines(outcome)
 
     if outcome.fixed:
         fixed_rows = []
@@ -74,20 +77,21 @@ def render(outcome: Outcome) -> str:
 
     e = outcome.encoders
     encoder_rows = [
-        ["encode_json (ours)", _num(e.encode_json_us, 2), "1.00"],
-        ["orjson.dumps of the same dict", _num(e.orjson_us, 2), _num(e.orjson_us / e.encode_json_us, 2)],
-        ["json_format.MessageToJson (compact, proto names)", _num(e.message_to_json_us, 2),
-         _num(e.speedup_over_message_to_json, 2)],
+        ["encode_json(order) (ours)", str(e.encode_json_bytes), _num(e.encode_json_us, 2), "1.00"],
+        ["orjson.dumps of the same dict", str(e.encode_json_bytes), _num(e.orjson_us, 2),
+         _num(e.orjson_us / e.encode_json_us, 2)],
+        ["json_format.MessageToJson(order): defaults, indent 2, camelCase", str(e.message_to_json_bytes),
+         _num(e.message_to_json_us, 2), _num(e.speedup_over_message_to_json, 2)],
+        ["json_format.MessageToJson(order, indent=None, preserving_proto_field_name=True)",
+         str(e.message_to_json_compact_bytes), _num(e.message_to_json_compact_us, 2),
+         _num(e.speedup_over_compact_message_to_json, 2)],
     ]  # fmt: skip
-    header = [
-        f"JSON mapping of the reference order ({e.encode_json_bytes} bytes)",
-        "us/call",
-        "x encode_json",
-    ]
+    header = ["JSON mapping of the reference order (order-1)", "bytes", "us/call", "x encode_json"]
     out += ["", *_table(header, encoder_rows)]
     out.append(
-        f"  (median of {s.json_repeats} timeit repeats; encode_json takes {e.ratio_to_orjson:.1f}x orjson.dumps,"
-        f" MessageToJson {e.speedup_over_message_to_json:.1f}x encode_json)"
+        f"  (median of {s.json_repeats} timeit repeats; encode_json takes {e.ratio_to_orjson:.1f}x orjson.dumps;"
+        f" MessageToJson takes {e.speedup_over_message_to_json:.1f}x encode_json with its defaults,"
+        f" {e.speedup_over_compact_message_to_json:.1f}x compact with proto names, the shape ours writes)"
     )
 
     if outcome.memory is not None:
@@ -112,15 +116,50 @@ def render(outcome: Outcome) -> str:
     return "\n".join(out)
 
 
+def _answer_lines(outcome: Outcome) -> list[str]:
+    a = outcome.answer
+    if a is None:
+        return []
+    return [
+        f"answers: the ceilings answer the product's own cancel of a seeded order, {a.ceiling_json} bytes of"
+        f" JSON ({a.ceiling_protobuf} bytes of protobuf); the product answered a probe cancel with"
+        f" {a.product_json} bytes"
+    ]
+
+
+def _postgres_header(outcome: Outcome) -> list[str]:
+    """The settings of the PostgreSQL rows; when they were skipped, the table says so under its rows."""
+    return [] if outcome.postgres is None else [f"postgresql: {outcome.postgres.server.describe()}"]
+
+
+def _postgres_lines(outcome: Outcome) -> list[str]:
+    """Under the closed-loop table: two processes against one, and the database's own CPU."""
+    pg = outcome.postgres
+    if pg is None:
+        return [f"  {outcome.postgres_skipped}"] if outcome.postgres_skipped else []
+    cpu = ", ".join(
+        f"{_num(pg.database_cpu_per_1k[key], 3)} ({n} grpc)" for n, key in enumerate(POSTGRES_VARIANTS, 1)
+    )
+    runs = ", ".join(_num(ratio, 2) for ratio in pg.scaling_runs)
+    return [
+        f"  PostgreSQL scaling, req/s of http + 2 grpc over http + 1 grpc: {_num(pg.scaling, 2)}x"
+        f" (median of the per-run ratios: {runs})",
+        f"  PostgreSQL server's own CPU s/1k req (the CPU column counts only the gateway processes): {cpu}",
+    ]
+
+
 def to_json(outcome: Outcome) -> dict[str, Any]:
     """Every figure, every measurement (warm-ups included) and the targets, for machines."""
     raw = dataclasses.asdict(outcome)
     raw["failures"] = outcome.failures
     raw["targets"] = [{**dataclasses.asdict(t), "met": t.met} for t in outcome.targets]
     for measurement, m in zip(raw["measurements"], outcome.measurements, strict=True):
-        measurement["result"].update(rps=m.result.rps, cpu_per_1k=m.result.cpu_per_1k)
+        measurement["result"].update(
+            rps=m.result.rps, cpu_per_1k=m.result.cpu_per_1k, database_cpu_per_1k=m.result.database_cpu_per_1k
+        )
     raw["encoders"].update(
         speedup_over_message_to_json=outcome.encoders.speedup_over_message_to_json,
+        speedup_over_compact_message_to_json=outcome.encoders.speedup_over_compact_message_to_json,
         ratio_to_orjson=outcome.encoders.ratio_to_orjson,
     )
     if outcome.memory is not None:

@@ -1,22 +1,27 @@
 """The benchmark from start to end: servers up, orders seeded, every measurement, servers down.
 
 1. The JSON mapping alone, first, while no server runs.
-2. Five servers, each on its own free ports and (for the product) its own fresh SQLite database:
-   `serve` (embedded default), `grpc` + `http --backend` (remote backend), and the two ceilings.
+2. The servers, each on its own free ports and (for the product) its own fresh SQLite database:
+   `serve` (embedded default), `grpc` + `http --backend` (remote backend), and the two ceilings;
+   then, when the PostgreSQL binaries are here (issue 7), a durable throwaway PostgreSQL cluster,
+   two `grpc` processes on one database of it, and two `http --backend` front ends: one in front
+   of the first process, one balancing round-robin over both (`ipv4:` list).
 3. A warm-up per variant (a fixed number of requests, not measured), which also estimates its rate.
-4. `runs` rounds; each seeds its pools, then measures the five variants back to back, every one
+4. `runs` rounds; each seeds its pools, then measures the variants back to back, every one
    under the same load settings (wrk threads/connections, ghz concurrency, duration). Interleaving
    variant and ceiling within a round lets both see the same minutes of a noisy machine.
-5. Fixed rate: each product variant, and its ceiling, at half the variant's median maximum.
+5. Fixed rate: each SQLite product variant, and its ceiling, at half the variant's median maximum.
 6. Memory: a fresh `serve`, its RSS at start and after every tenth of the cancels.
 
 Every cancel names an order nobody cancelled before: each measurement has its own seeded pool,
 sized from the highest rate seen so far with a margin; a pool that runs out shows up as failed
-requests (404), named as such. CPU is the servers' user + system time over the measurement.
+requests (404), named as such. CPU is the servers' user + system time over the measurement (the
+PostgreSQL server's is counted apart: the CPU column is the gateway's own).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 from collections.abc import Callable
@@ -25,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bench.answer import ANSWER_PREFIX, cancelled_seed_order, fetch_answer
 from bench.cpu import cpu_seconds
 from bench.database import Database
 from bench.environment import describe
-from bench.figures import VariantFigures, summarise
+from bench.figures import VariantFigures, median, summarise
 from bench.jsonbench import EncodeTimes, time_encoders
 from bench.load import (
     GrpcCall,
@@ -40,6 +46,8 @@ from bench.load import (
     wrk_pool_size,
     wrk_request_cap,
 )
+from bench.pgserver import MISSING_BINARIES, BenchPostgres, PostgresInfo, find_binaries
+from bench.postgres import PostgresMissing
 from bench.processes import ServerFailed, ServerProcess, start_ceiling, start_gateway
 from bench.rss import rss_bytes
 from bench.targets import (
@@ -50,7 +58,7 @@ from bench.targets import (
     Target,
 )
 from bench.tools import Tools
-from gateway.protos import SERVICE_NAME, protoset_path
+from gateway.protos import SERVICE_NAME, orders_service_pb2, protoset_path
 
 CANCEL_METHOD = f"{SERVICE_NAME}/CancelOrder"
 # Pools hold this many times the requests the highest rate seen so far would make.
@@ -74,11 +82,16 @@ VARIANTS = (
     Variant("ceiling-rest", "ceiling: bare aiohttp handler", "rest", None),
     Variant("rest-embedded", "REST cancel, embedded (serve)", "rest", "ceiling-rest"),
     Variant("rest-remote", "REST cancel, http + grpc processes", "rest", "ceiling-rest"),
+    Variant("rest-pg1", "REST cancel, http + 1 grpc, PostgreSQL", "rest", "ceiling-rest"),
+    Variant("rest-pg2", "REST cancel, http + 2 grpc, PostgreSQL", "rest", "ceiling-rest"),
     Variant("ceiling-grpc", "ceiling: bare grpc.aio servicer", "grpc", None),
     Variant("grpc", "gRPC CancelOrder (serve), ghz", "grpc", "ceiling-grpc"),
 )
 BY_KEY = {v.key: v for v in VARIANTS}
 FIXED_RATE_VARIANTS = ("rest-embedded", "rest-remote", "grpc")
+# Issue 7's rows: measured only where a PostgreSQL cluster can be started (see `Bench.run`).
+POSTGRES_VARIANTS = ("rest-pg1", "rest-pg2")
+POSTGRES_DATABASE = "hypertrack_bench"
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,7 @@ class Endpoint:
     pids: tuple[int, ...]
     database: Database | None  # None for the ceilings: they have no orders
     authorization: str
+    database_pids: tuple[int, ...] = ()  # the PostgreSQL server's, whose CPU is counted apart
 
 
 @dataclass
@@ -152,11 +166,34 @@ class Memory:
         return self.checkpoints[-1][1] / self.checkpoints[1][1] - 1
 
 
+@dataclass(frozen=True)
+class AnswerSizes:
+    """How big the answer to one cancel is: the ceilings' prepared one, and one the product gave."""
+
+    ceiling_json: int
+    product_json: int
+    ceiling_protobuf: int  # the CancelOrderResponse the gRPC ceiling answers, serialised
+
+
+@dataclass(frozen=True)
+class PostgresFigures:
+    """Issue 7: where the PostgreSQL rows ran, how two gRPC processes compare with one, and the
+    PostgreSQL server's own CPU per 1,000 requests of each row (median of the runs)."""
+
+    server: PostgresInfo
+    scaling: float | None  # req/s of two processes over one, median of the per-run ratios
+    scaling_runs: list[float | None]  # those ratios, run by run: on a noisy machine they spread
+    database_cpu_per_1k: dict[str, float | None]
+
+
 @dataclass
 class Outcome:
     environment: dict[str, str]
     settings: Settings
     encoders: EncodeTimes
+    answer: AnswerSizes | None = None
+    postgres: PostgresFigures | None = None
+    postgres_skipped: str | None = None  # why there are no PostgreSQL rows, when there are none
     rows: list[VariantFigures] = field(default_factory=list)
     fixed: list[FixedRate] = field(default_factory=list)
     memory: Memory | None = None
@@ -202,6 +239,8 @@ class Bench:
         self.logs = workdir / "logs"
         self.servers: list[ServerProcess] = []
         self.endpoints: dict[str, Endpoint] = {}
+        self.variants: tuple[Variant, ...] = VARIANTS  # without the PostgreSQL rows if they are skipped
+        self.postgres: BenchPostgres | None = None
         self.best_rps: dict[str, float] = {}
         self.outcome: Outcome | None = None
 
@@ -212,24 +251,37 @@ class Bench:
         progress(f"timing the JSON encoders ({s.json_repeats} repeats)")
         encoders = time_encoders(s.json_repeats, s.json_repeat_s)
         self.outcome = outcome = Outcome(describe(self.tools), s, encoders)
+        bindir = find_binaries()
+        if bindir is None:
+            outcome.postgres_skipped = MISSING_BINARIES
+            self.variants = tuple(v for v in VARIANTS if v.key not in POSTGRES_VARIANTS)
+            progress(MISSING_BINARIES)
         try:
             self._start_servers()
+            if bindir is not None:
+                self._start_postgres_servers(bindir)
+            outcome.answer = self._answer_sizes()
             self._warm_up()
-            per_run: dict[str, list[LoadResult]] = {v.key: [] for v in VARIANTS}
+            per_run: dict[str, list[LoadResult]] = {v.key: [] for v in self.variants}
             for run in range(1, s.runs + 1):
                 phase = f"run{run}"
                 pools = self._seed_run(phase)
-                for variant in VARIANTS:
+                for variant in self.variants:
                     per_run[variant.key].append(self._closed_loop(variant, phase, pools.get(variant.key)))
             outcome.rows = [
                 summarise(v.key, v.label, per_run[v.key], per_run[v.ceiling] if v.ceiling else None)
-                for v in VARIANTS
+                for v in self.variants
             ]
+            if self.postgres is not None:
+                outcome.postgres = self._postgres_figures(self.postgres.info, per_run)
             for key in FIXED_RATE_VARIANTS:
                 rps = next(r.medians["rps"] for r in outcome.rows if r.key == key)
                 outcome.fixed.append(self._fixed_rate(BY_KEY[key], (rps or 0) / 2))
         finally:
             self._stop_servers()
+            if self.postgres is not None:
+                self.postgres.stop(self.logs / "postgresql.log")
+                self.postgres = None
         outcome.memory = self._memory()
         outcome.targets = self._targets(outcome)
         return outcome
@@ -287,9 +339,73 @@ class Bench:
             "grpc": Endpoint(None, f"127.0.0.1:{serve.grpc_port}", (serve.pid,), serve_db, auth),
         }  # fmt: skip
 
+    def _start_postgres_servers(self, bindir: Path) -> None:
+        """Issue 7: a durable cluster, two `grpc` processes on one database, two `http` in front.
+
+        `http-pg1` calls the first process only; `http-pg2` balances round-robin over both. The
+        second process idles while the one-process row is measured, so it costs that row nothing.
+        """
+        s = self.settings
+        progress(f"starting a PostgreSQL cluster ({bindir}), two grpc processes and two http on it")
+        try:
+            self.postgres = BenchPostgres.start(bindir, POSTGRES_DATABASE)
+        except (RuntimeError, PostgresMissing) as error:
+            raise ServerFailed(f"PostgreSQL could not be started: {error}") from error
+        progress(self.postgres.info.describe())
+        database = Database.on(self.postgres.dsn)
+        common = ["--database", database.url, "--no-demo", "--log-level", s.server_log_level]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            starting = [pool.submit(start_gateway, f"grpc-pg{n}", "grpc", common, self.logs) for n in (1, 2)]
+        # Both have finished starting, or failed: keep what started so that it is stopped, then fail.
+        grpcs = [future.result() for future in starting if future.exception() is None]
+        self.servers += grpcs
+        for future in starting:
+            if future.exception() is not None:
+                future.result()
+        targets = {
+            "rest-pg1": f"127.0.0.1:{grpcs[0].grpc_port}",
+            "rest-pg2": "ipv4:" + ",".join(f"127.0.0.1:{g.grpc_port}" for g in grpcs),
+        }
+        postmaster = (self.postgres.cluster.postmaster_pid(),)
+        for n, (key, target) in enumerate(targets.items(), start=1):
+            http = start_gateway(
+                f"http-pg{n}", "http", ["--backend", target, "--log-level", s.server_log_level], self.logs
+            )
+            self.servers.append(http)
+            # Every gateway process of the row counts: the front end and the backends it calls.
+            pids = (http.pid, *(g.pid for g in grpcs[:n]))
+            self.endpoints[key] = Endpoint(
+                f"http://127.0.0.1:{http.http_port}", None, pids, database, database.authorization, postmaster
+            )
+
+    def _answer_sizes(self) -> AnswerSizes:
+        """The ceilings' answer next to one the product gives, for a handle as long as the runs' handles.
+
+        `run0restembedded-10000`: round 0 is this probe; it is seeded apart from every pool.
+        """
+        serve, ceiling = self.endpoints["rest-embedded"], self.endpoints["ceiling-rest"]
+        assert serve.database is not None
+        prefix = ANSWER_PREFIX.replace("run1", "run0", 1)
+        serve.database.seed(prefix, 1)
+        product = fetch_answer(str(serve.rest_url), serve.authorization, f"{prefix}0")
+        prepared = fetch_answer(str(ceiling.rest_url), ceiling.authorization, f"{prefix}0")
+        response = orders_service_pb2.CancelOrderResponse(order=asyncio.run(cancelled_seed_order()))
+        return AnswerSizes(len(prepared), len(product), response.ByteSize())
+
+    def _postgres_figures(
+        self, server: PostgresInfo, per_run: dict[str, list[LoadResult]]
+    ) -> PostgresFigures:
+        one, two = per_run["rest-pg1"], per_run["rest-pg2"]
+        # Per run, like the ratios to the ceilings: both rows saw the same minutes of the machine.
+        ratios = [b.rps / a.rps if a.rps else None for a, b in zip(one, two, strict=True)]
+        database_cpu = {
+            key: median([r.database_cpu_per_1k for r in per_run[key]]) for key in POSTGRES_VARIANTS
+        }
+        return PostgresFigures(server, median(ratios), ratios, database_cpu)
+
     def _stop_servers(self) -> None:
-        # The REST front end before its gRPC backend, so no request of it finds the backend gone.
-        for server in sorted(self.servers, key=lambda s: s.name != "http"):
+        # The REST front ends before their gRPC backends, so no request of theirs finds a backend gone.
+        for server in sorted(self.servers, key=lambda s: not s.name.startswith("http")):
             server.stop()
         self.servers = []
 
@@ -322,6 +438,7 @@ class Bench:
             # A timed run stops early rather than run out of fresh orders and cancel missing ones.
             requests = wrk_request_cap(s.threads, s.connections, pool - start)
         before = cpu_seconds(endpoint.pids)
+        database_before = cpu_seconds(endpoint.database_pids)
         if variant.transport == "rest" and rate is not None:
             result = run_h2load_fixed_rate(
                 self.tools.h2load, str(endpoint.rest_url), authorization=endpoint.authorization, prefix=prefix,
@@ -343,6 +460,8 @@ class Bench:
                 duration_s=duration_s if rate is None else s.fixed_duration_s, total=requests, rps=rate,
             )  # fmt: skip
         result.server_cpu_s = cpu_seconds(endpoint.pids) - before
+        if endpoint.database_pids:
+            result.database_cpu_s = cpu_seconds(endpoint.database_pids) - database_before
         self._check_alive()
         assert self.outcome is not None
         self.outcome.measurements.append(Measurement(phase, variant.key, result, pool, rate))
@@ -403,7 +522,7 @@ class Bench:
     def _warm_up(self) -> None:
         """A fixed number of requests per variant: code paths warm, and a first estimate of its rate."""
         n = self.settings.warmup_requests
-        for variant in VARIANTS:
+        for variant in self.variants:
             database = self.endpoints[variant.key].database
             pool = None if database is None else self._pool(variant, n)
             if database is not None and pool is not None:
@@ -413,7 +532,7 @@ class Bench:
     def _seed_run(self, phase: str) -> dict[str, int]:
         """Seed the pools of one round, before any of its measurements: the pool of each variant."""
         pools = {}
-        for variant in VARIANTS:
+        for variant in self.variants:
             database = self.endpoints[variant.key].database
             if database is not None:
                 pools[variant.key] = self._pool(variant, self._expected_requests(variant))
@@ -487,13 +606,15 @@ class Bench:
             )
             for key, bound in THROUGHPUT_TARGETS.items()
         ]
+        compact = outcome.encoders.speedup_over_compact_message_to_json
         targets.append(
             Target(
-                "JSON: encode_json faster than MessageToJson by",
+                "JSON: encode_json faster than MessageToJson(order) (default arguments, as the issue says) by",
                 outcome.encoders.speedup_over_message_to_json,
                 JSON_SPEEDUP_OVER_MESSAGE_TO_JSON,
                 True,
                 "x",
+                f"over MessageToJson compact with proto names (our shape): {compact:.2f}x",
             )
         )
         if outcome.memory is not None:

@@ -1,4 +1,7 @@
-"""The targets of issue 5, checked against the figures of one benchmark run."""
+"""The targets of issue 5, checked against the figures of one benchmark run.
+
+Issue 7's PostgreSQL rows have no target: the issue asks that they be reported.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class Target:
     bound: float
     at_least: bool  # True: value >= bound; False: value <= bound
     unit: str = ""
+    note: str = ""  # said after the verdict: a figure that reads beside this one
 
     @property
     def met(self) -> bool:
@@ -35,4 +39,5 @@ class Target:
         state = "met    " if self.met else "NOT met"
         shown = "n/a" if self.value is None else f"{self.value:.2f}{self.unit}"
         sign = ">=" if self.at_least else "<="
-        return f"[{state}] {self.name}: {shown} (target {sign} {self.bound:g}{self.unit})"
+        note = f"; {self.note}" if self.note else ""
+        return f"[{state}] {self.name}: {shown} (target {sign} {self.bound:g}{self.unit}){note}"

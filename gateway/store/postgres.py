@@ -165,6 +165,15 @@ def _reason(error: BaseException, dsn: str = "") -> str:
     return text
 
 
+async def _reset(connection: Any) -> None:
+    """What a connection needs before the pool hands it out again. asyncpg's default resets every
+    kind of session state (advisory locks, cursors, LISTEN, settings) in a round trip of its own, a
+    second transaction per call; the store keeps none of that state (its advisory locks end with
+    their transaction), so only a transaction left open would need undoing."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 def _timeout(deadline: float, floor: float = MIN_STATEMENT_S) -> float:
     return max(deadline - time.monotonic(), floor)
 
@@ -197,6 +206,7 @@ class PostgresStore:
                 # its own deadline, and a migration may wait for another process.
                 command_timeout=None,
                 server_settings={"application_name": APPLICATION_NAME},
+                reset=_reset,
             )
         except (ValueError, asyncpg.exceptions.ClientConfigurationError):
             # Not chained: a parse error may quote the URL, password and all.

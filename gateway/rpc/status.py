@@ -42,6 +42,26 @@ GRPC_CODES: dict[type[OrderError], grpc.StatusCode] = {
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
+# Trailing metadata past 8 KiB is refused by gRPC clients (RESOURCE_EXHAUSTED instead of the error),
+# and the message travels twice (grpc-message, percent-encoded, and inside the details): so an
+# error's texts are bounded, in UTF-8 bytes, whatever a caller sent (a 255-emoji handle, say).
+MAX_MESSAGE_BYTES = 300
+MAX_VIOLATIONS = 8
+MAX_FIELD_BYTES = 100
+MAX_DESCRIPTION_BYTES = 120
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, its middle replaced by an ellipsis."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    half = (limit - 3) // 2
+    head = raw[:half].decode(errors="ignore")
+    tail = raw[len(raw) - half :].decode(errors="ignore")
+    return f"{head}…{tail}"
+
+
 def rich_status(
     code: grpc.StatusCode,
     message: str,
@@ -60,19 +80,24 @@ def rich_status(
         bad_request.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in violations
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=clip(v.field, MAX_FIELD_BYTES),
+                        description=clip(v.description, MAX_DESCRIPTION_BYTES),
+                    )
+                    for v in violations[:MAX_VIOLATIONS]
                 ]
             )
         )
         details.append(bad_request)
+        if len(violations) > MAX_VIOLATIONS:
+            message = f"{len(violations)} problems, the first {MAX_VIOLATIONS} in the details: {message}"
     if retry_after_s is not None:
         retry = any_pb2.Any()
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(retry_after_s * 1e9))
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         details.append(retry)
-    return status_pb2.Status(code=code.value[0], message=message, details=details)
+    return status_pb2.Status(code=code.value[0], message=clip(message, MAX_MESSAGE_BYTES), details=details)
 
 
 def status_of(error: OrderError) -> tuple[grpc.StatusCode, status_pb2.Status]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+from urllib.parse import quote
+
 import grpc
 import pytest
 from google.protobuf import any_pb2
@@ -148,3 +151,17 @@ def test_readers_skip_unknown_details() -> None:
     info = error_info(status)
     assert info is not None
     assert info.reason == "R"
+
+
+def test_an_error_about_huge_input_still_fits_in_the_trailing_metadata() -> None:
+    """gRPC clients refuse trailing metadata past 8 KiB; the texts of an error are bounded instead."""
+    huge = "😀" * 255
+    violations = [FieldViolation(f"orders[{i}].metadata.{huge}" + "[0]" * 40, huge) for i in range(30)]
+    _, status = status_of(invalid("INVALID_ARGUMENT", violations))
+    encoded = len(quote(status.message)) + len(base64.b64encode(status.SerializeToString()))
+    assert encoded < 6 * 1024
+    assert status.message.startswith("30 problems, the first 8 in the details")
+    [kept] = field_violations(status)[:1]
+    assert kept.field.startswith("orders[0].metadata.😀") and kept.field.endswith("[0][0]")
+    assert "…" in kept.field
+    assert len(field_violations(status)) == 8

@@ -46,7 +46,7 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 # and the message travels twice (grpc-message, percent-encoded, and inside the details): so an
 # error's texts are bounded, in UTF-8 bytes, whatever a caller sent (a 255-emoji handle, say).
 MAX_MESSAGE_BYTES = 300
-MAX_VIOLATIONS = 8
+MAX_VIOLATIONS_BYTES = 3000
 MAX_FIELD_BYTES = 100
 MAX_DESCRIPTION_BYTES = 120
 
@@ -76,21 +76,24 @@ def rich_status(
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {}))
     details = [info]
     if violations:
-        bad_request = any_pb2.Any()
-        bad_request.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=clip(v.field, MAX_FIELD_BYTES),
-                        description=clip(v.description, MAX_DESCRIPTION_BYTES),
-                    )
-                    for v in violations[:MAX_VIOLATIONS]
-                ]
+        bad_request = error_details_pb2.BadRequest()
+        for v in violations:
+            kept = error_details_pb2.BadRequest.FieldViolation(
+                field=clip(v.field, MAX_FIELD_BYTES), description=clip(v.description, MAX_DESCRIPTION_BYTES)
             )
-        )
-        details.append(bad_request)
-        if len(violations) > MAX_VIOLATIONS:
-            message = f"{len(violations)} problems, the first {MAX_VIOLATIONS} in the details: {message}"
+            if (
+                bad_request.field_violations
+                and bad_request.ByteSize() + kept.ByteSize() > MAX_VIOLATIONS_BYTES
+            ):
+                message = (
+                    f"{len(violations)} problems, the first {len(bad_request.field_violations)}"
+                    f" in the details: {message}"
+                )
+                break
+            bad_request.field_violations.append(kept)
+        packed = any_pb2.Any()
+        packed.Pack(bad_request)
+        details.append(packed)
     if retry_after_s is not None:
         retry = any_pb2.Any()
         delay = duration_pb2.Duration()

@@ -160,8 +160,9 @@ def test_an_error_about_huge_input_still_fits_in_the_trailing_metadata() -> None
     _, status = status_of(invalid("INVALID_ARGUMENT", violations))
     encoded = len(quote(status.message)) + len(base64.b64encode(status.SerializeToString()))
     assert encoded < 6 * 1024
-    assert status.message.startswith("30 problems, the first 8 in the details")
-    [kept] = field_violations(status)[:1]
-    assert kept.field.startswith("orders[0].metadata.😀") and kept.field.endswith("[0][0]")
-    assert "…" in kept.field
-    assert len(field_violations(status)) == 8
+    kept = field_violations(status)
+    assert 1 <= len(kept) < 30
+    assert status.message.startswith(f"30 problems, the first {len(kept)} in the details")
+    assert kept[0].field.startswith("orders[0].metadata.😀")
+    assert kept[0].field.endswith("[0][0]")
+    assert "…" in kept[0].field

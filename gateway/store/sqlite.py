@@ -47,6 +47,8 @@ ANSWER_MARGIN_S = 0.02
 MIGRATION_BUSY_TIMEOUT_MS = 30_000
 PING_WAIT_S = 0.2
 CHECKPOINT_INTERVAL_S = 0.1
+TRUNCATE_FRAMES = 4000  # about 16 MB of log
+TRUNCATE_WAIT_MS = 1000
 
 _SELECT_RECORDS = (
     "SELECT id, type, type_index, fulfillment_attempt, status, body FROM orders"
@@ -64,12 +66,22 @@ def _now_ms() -> int:
 
 class WalCheckpointer:
     """Copies the write-ahead log back into the database every `interval_s`, on its own thread
-    and connection. PASSIVE checkpoints never wait for or block readers and writers, and the
-    sqlite3 module lets go of the GIL while SQLite works, so the event loop keeps running."""
+    and connection, where the fsync it needs stalls nobody (the sqlite3 module lets go of the GIL
+    while SQLite works).
 
-    def __init__(self, path: Path, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+    A PASSIVE checkpoint never waits for or blocks readers and writers; but under steady writes it
+    never catches the last frame, and only a checkpoint that does lets the log start over: left
+    to itself, the log (and the index SQLite maps into memory for it) would grow without end. Once
+    the log holds `truncate_frames`, a TRUNCATE checkpoint holds new writers back for the few
+    milliseconds the rest takes (they retry asynchronously, as for any lock) and empties it.
+    """
+
+    def __init__(
+        self, path: Path, interval_s: float = CHECKPOINT_INTERVAL_S, truncate_frames: int = TRUNCATE_FRAMES
+    ) -> None:
         self._path = path
         self._interval_s = interval_s
+        self._truncate_frames = truncate_frames
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-wal-checkpoint", daemon=True)
         self._thread.start()
@@ -77,9 +89,13 @@ class WalCheckpointer:
     def _run(self) -> None:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
+            # TRUNCATE waits this long for the writer in progress; it never waits inside a commit.
+            db.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
             while not self._stopping.wait(self._interval_s):
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _, log_frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if log_frames >= self._truncate_frames:
+                        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 except sqlite3.Error as error:  # the next round tries again; the writers go on
                     log.warning("WAL checkpoint failed: %s", error)
             db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

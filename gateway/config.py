@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -30,36 +31,36 @@ def port(text: str) -> int:
     return int(text)
 
 
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"must be a whole number of at least 1, not {text!r}")
+def _whole_number(text: str, minimum: int) -> int:
+    if not text.isdigit() or int(text) < minimum:
+        raise ValueError(f"must be a whole number of at least {minimum}, not {text!r}")
     return int(text)
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number of seconds, not {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"must be a positive number of seconds, not {text!r}")
-    return value
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"must be a whole number of at least 0, not {text!r}")
-    return int(text)
+    return _whole_number(text, 0)
 
 
-def non_negative_float(text: str) -> float:
+def _number(text: str, *, zero_allowed: bool, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"must be a number, not {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"must be a number of at least 0, not {text!r}")
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+        raise ValueError(f"must be {what}, not {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, zero_allowed=False, what="a positive number of seconds")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, zero_allowed=True, what="a number of at least 0")
 
 
 def networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

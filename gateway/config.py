@@ -18,13 +18,6 @@ ENV_PREFIX = "HYPERTRACK_GATEWAY_"
 DEFAULT_DATABASE = "sqlite:///var/hypertrack-gateway.db"
 
 
-class ConfigError(Exception):
-    """A setting with a bad value: `setting` names the flag or variable."""
-
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
-
-
 def port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise ValueError(f"must be a port number from 0 to 65535, not {text!r}")

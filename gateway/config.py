@@ -190,58 +190,22 @@ ACCOUNT = Option("--account", str, None, "account id")
 COUNT = Option("--count", positive_int, None, "how many orders")
 PREFIX = Option("--prefix", str, "load-", "handle prefix")
 
-SERVE_OPTIONS = (
-    HOST,
-    HTTP_PORT,
-    GRPC_PORT,
-    DATABASE,
-    NO_DEMO,
-    WORKERS,
-    GRACE,
-    DEFAULT_TIMEOUT,
-    MAX_TIMEOUT,
-    MAX_BODY,
-    BODY_TIMEOUT,
-    LOG_LEVEL,
-    TLS_CERT,
-    TLS_KEY,
-    TLS_CLIENT_CA,
-    RATE_LIMIT,
-    RATE_BURST,
-    AUTH_FAILURE_LIMIT,
-    AUTH_FAILURE_WINDOW,
-)
-GRPC_OPTIONS = (
-    HOST,
-    GRPC_PORT,
-    DATABASE,
-    NO_DEMO,
-    WORKERS,
-    GRACE,
-    LOG_LEVEL,
-    TLS_CERT,
-    TLS_KEY,
-    TLS_CLIENT_CA,
-    RATE_LIMIT,
-    RATE_BURST,
-    AUTH_FAILURE_LIMIT,
-    AUTH_FAILURE_WINDOW,
-    TRUSTED_PROXIES,
-)
+# Settings come in groups, so that each command takes whole groups: the same limits on every
+# server that has them, the same TLS wherever it listens.
+_PROCESS = (HOST, DATABASE, WORKERS, GRACE, LOG_LEVEL)
+_REST_LIMITS = (DEFAULT_TIMEOUT, MAX_TIMEOUT, MAX_BODY, BODY_TIMEOUT)
+_SERVER_TLS = (TLS_CERT, TLS_KEY)
+_GRPC_SERVER = (GRPC_PORT, NO_DEMO, TLS_CLIENT_CA, RATE_LIMIT, RATE_BURST, AUTH_FAILURE_LIMIT,
+                AUTH_FAILURE_WINDOW, TRUSTED_PROXIES)  # fmt: skip
+
+SERVE_OPTIONS = (*_PROCESS, HTTP_PORT, *_REST_LIMITS, *_SERVER_TLS, *_GRPC_SERVER)
+GRPC_OPTIONS = (*_PROCESS, *_SERVER_TLS, *_GRPC_SERVER)
 HTTP_OPTIONS = (
-    HOST,
+    *_PROCESS,
     HTTP_PORT,
     BACKEND,
-    DATABASE,
-    WORKERS,
-    GRACE,
-    DEFAULT_TIMEOUT,
-    MAX_TIMEOUT,
-    MAX_BODY,
-    BODY_TIMEOUT,
-    LOG_LEVEL,
-    TLS_CERT,
-    TLS_KEY,
+    *_REST_LIMITS,
+    *_SERVER_TLS,
     BACKEND_CA,
     BACKEND_CERT,
     BACKEND_KEY,

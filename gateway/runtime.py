@@ -31,7 +31,7 @@ from gateway.rest.ops import ReadinessCheck, ops_routes
 from gateway.rest.rules import rest_calls
 from gateway.rest.server import RestServer
 from gateway.rpc.server import GrpcServer, ServerTls
-from gateway.rpc.servicer import LOOPBACK, Admission, OrdersServicer
+from gateway.rpc.servicer import Admission, OrdersServicer
 from gateway.service.auth import Authenticator
 from gateway.service.limits import AccountRateLimit, AuthFailureLimit
 from gateway.service.orders import OrderCalls
@@ -67,13 +67,13 @@ def admission(args: argparse.Namespace) -> Admission:
     failures = None
     if args.auth_failure_limit > 0:
         failures = AuthFailureLimit(args.auth_failure_limit, args.auth_failure_window)
-    return Admission(rate, failures, getattr(args, "trusted_proxies", LOOPBACK))
+    return Admission(rate, failures, args.trusted_proxies)
 
 
 def server_tls(args: argparse.Namespace) -> ServerTls | None:
     if args.tls_cert is None:
         return None
-    client_ca = args.tls_client_ca.read_bytes() if getattr(args, "tls_client_ca", None) else None
+    client_ca = args.tls_client_ca.read_bytes() if args.tls_client_ca is not None else None
     return ServerTls(args.tls_cert.read_bytes(), args.tls_key.read_bytes(), client_ca)
 
 

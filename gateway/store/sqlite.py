@@ -1,11 +1,12 @@
-"""The SQLite store: one file, WAL mode, one transaction per change, safe across processes.
+"""The SQLite store: one file, WAL mode, safe across processes.
 
-Calls run on the event loop thread: each transaction is a few statements with no
-`await` between BEGIN and COMMIT, so coroutines sharing the connection never
-interleave inside one, and no thread hop is paid per call. The connection never
-waits for a lock inside SQLite (busy_timeout 0): a write that finds the database
-locked by another process is retried with `asyncio.sleep` back-off until the
-call's deadline, so the event loop keeps serving, and then fails as Unavailable.
+Calls run on the event loop thread: a transaction is a few statements with no `await`
+between BEGIN and COMMIT, so coroutines sharing the connection never interleave inside
+one, and no thread hop is paid per call. Writes are committed in groups (WriteBatcher,
+sqlite_batch.py): those that arrive together share one transaction, each in its own
+savepoint. The connection never waits for a lock inside SQLite (busy_timeout 0): a batch
+that finds the database locked by another process is retried on the event loop until
+each write's deadline, so the loop keeps serving, and then fails as Unavailable.
 
 WAL checkpoints, the one part of SQLite's work that calls fsync and grows with the
 database, run on a thread of their own (WalCheckpointer), never inside a commit on the
@@ -14,9 +15,7 @@ event loop thread, where they would stall every request in flight.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -35,15 +34,12 @@ from gateway.store.base import (
     histories,
     record_key,
 )
+from gateway.store.sqlite_batch import WriteBatcher
 from gateway.store.sqlite_schema import migrate
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-FIRST_RETRY_S = 0.0005
-MAX_RETRY_S = 0.05
-ANSWER_MARGIN_S = 0.02
-"""How long before its deadline a busy write stops retrying, for its 503 to reach the caller in time."""
 MIGRATION_BUSY_TIMEOUT_MS = 30_000
 PING_WAIT_S = 0.2
 CHECKPOINT_INTERVAL_S = 0.1
@@ -54,10 +50,6 @@ _SELECT_RECORDS = (
     "SELECT id, type, type_index, fulfillment_attempt, status, body FROM orders"
     " WHERE account_id = ? AND order_handle = ?"
 )
-
-
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _now_ms() -> int:
@@ -113,6 +105,7 @@ class SqliteStore:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        self._batcher = WriteBatcher(connection)
         self._checkpointer = WalCheckpointer(path)
 
     @classmethod
@@ -144,38 +137,8 @@ class SqliteStore:
         return cls(db, path)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T], deadline: float) -> T:
-        """Run `work` in one write transaction, retrying while another process holds the lock."""
-        delay = FIRST_RETRY_S
-        while True:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error):
-                    raise Unavailable("STORE_UNAVAILABLE", "the database cannot be written") from error
-                # Give up while the answer can still reach the caller within the deadline: a retry
-                # that ends at or past it leaves the caller's own timer to fire first (a 504, not a 503).
-                pause = delay * (0.5 + random.random())
-                if time.monotonic() + pause > deadline - ANSWER_MARGIN_S:
-                    raise Unavailable(
-                        "STORE_BUSY", "the database stayed busy until the deadline; retry later"
-                    ) from error
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, MAX_RETRY_S)
-        try:
-            result = work(self._db)
-            self._db.execute("COMMIT")
-        except sqlite3.Error as error:
-            self._rollback()
-            raise Unavailable("STORE_UNAVAILABLE", "the database could not complete the change") from error
-        except BaseException:
-            self._rollback()
-            raise
-        return result
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+        """Run `work` in a write transaction: the next group commit (see WriteBatcher)."""
+        return await self._batcher.submit(work, deadline)
 
     def _records(self, account_id: str, handle: str) -> list[StoredRecord]:
         rows = self._db.execute(_SELECT_RECORDS, (account_id, handle)).fetchall()

@@ -1,0 +1,172 @@
+"""Group commit for the SQLite store: the writes that arrive together share one transaction.
+
+A write transaction costs its BEGIN IMMEDIATE (taking the file lock) and its COMMIT (appending
+every page it changed to the write-ahead log) whatever it holds; under load those two were a
+fifth of the CPU of a REST cancel. So a write is not run at once: it joins a batch, and the
+batch runs as soon as the event loop has let every ready request reach its own write. All of
+a batch runs between one BEGIN and one COMMIT, each write inside a SAVEPOINT of its own, so one
+that fails (an unknown order, a state that forbids the change) is rolled back alone and the
+others still commit. No write is answered before the COMMIT that holds it: what a caller is
+told has happened is on disk (as far as `synchronous=NORMAL` puts it there), and a COMMIT that
+fails is reported to every write of its batch, of which nothing was kept.
+
+When one write is alone, its batch is one transaction as before, plus one turn of the event loop.
+
+Another process may hold the write lock (`--workers`, a `migrate`): the connection never waits
+for it inside SQLite (busy_timeout 0), the batch is tried again with a growing pause on the event
+loop, and a write whose deadline would pass before the next try is answered STORE_BUSY, while
+the answer can still reach its caller in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gateway.domain.errors import Unavailable
+
+T = TypeVar("T")
+
+FIRST_RETRY_S = 0.0005
+MAX_RETRY_S = 0.05
+ANSWER_MARGIN_S = 0.02
+"""How long before its deadline a busy write stops waiting, for its 503 to reach the caller in time."""
+
+
+def is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _busy_until_deadline() -> Unavailable:
+    return Unavailable("STORE_BUSY", "the database stayed busy until the deadline; retry later")
+
+
+def _not_written() -> Unavailable:
+    return Unavailable("STORE_UNAVAILABLE", "the database could not complete the change")
+
+
+def _cannot_write() -> Unavailable:
+    return Unavailable("STORE_UNAVAILABLE", "the database cannot be written")
+
+
+@dataclass(slots=True)
+class _Write:
+    work: Callable[[sqlite3.Connection], Any]
+    deadline: float
+    answer: asyncio.Future[Any]
+    outcome: Any = None
+
+
+class WriteBatcher:
+    """Runs the writes submitted to one connection in batches, one transaction per batch."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._waiting: list[_Write] = []
+        self._scheduled = False  # a run of the batch is due (next loop turn, or after a busy pause)
+        self._delay = FIRST_RETRY_S
+
+    async def submit(self, work: Callable[[sqlite3.Connection], T], deadline: float) -> T:
+        """Run `work` in a write transaction and return what it returned, once committed."""
+        loop = asyncio.get_running_loop()
+        write = _Write(work, deadline, loop.create_future())
+        self._waiting.append(write)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._run_batch)
+        result: T = await write.answer
+        return result
+
+    def _run_batch(self) -> None:
+        # A caller that gave up (its task was cancelled) before its turn is not written at all.
+        batch = [w for w in self._waiting if not w.answer.done()]
+        self._waiting = []
+        if not batch:
+            self._scheduled = False
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if is_busy(error):
+                self._retry_later(batch)
+            else:
+                self._scheduled = False
+                _fail(batch, _cannot_write, error)
+            return
+        self._scheduled = False
+        self._delay = FIRST_RETRY_S
+        done = self._run_in_transaction(batch)
+        if not self._db.in_transaction:  # its one write failed and was rolled back, or SQLite gave up
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            _fail(done, _not_written, error)
+            return
+        for write in done:
+            if not write.answer.done():
+                write.answer.set_result(write.outcome)
+
+    def _run_in_transaction(self, batch: list[_Write]) -> list[_Write]:
+        """Run each write in its own savepoint; the ones that succeeded, to be answered on COMMIT."""
+        done: list[_Write] = []
+        alone = len(batch) == 1
+        for index, write in enumerate(batch):
+            if not alone:
+                self._db.execute("SAVEPOINT write")
+            try:
+                write.outcome = write.work(self._db)
+            except Exception as error:
+                if not self._db.in_transaction:
+                    # SQLite rolled the whole transaction back itself (a full disk, an I/O error):
+                    # nothing of the batch was kept, and no later write can join it.
+                    _fail(done + batch[index:], _not_written, error)
+                    return []
+                if alone:
+                    self._rollback()
+                else:
+                    self._db.execute("ROLLBACK TO write")
+                    self._db.execute("RELEASE write")
+                if isinstance(error, sqlite3.Error):
+                    _fail([write], _not_written, error)
+                else:  # a rule of the change refused it: the caller hears that very error
+                    write.answer.set_exception(error)
+                continue
+            if not alone:
+                self._db.execute("RELEASE write")
+            done.append(write)
+        return done
+
+    def _retry_later(self, batch: list[_Write]) -> None:
+        """Another process holds the write lock: try again after a pause, but answer STORE_BUSY
+        to the writes whose deadline would pass first."""
+        pause = self._delay * (0.5 + random.random())
+        self._delay = min(self._delay * 2, MAX_RETRY_S)
+        latest = time.monotonic() + pause + ANSWER_MARGIN_S
+        staying = [w for w in batch if w.deadline > latest]
+        _fail([w for w in batch if w.deadline <= latest], _busy_until_deadline, None)
+        # Writes that came in meanwhile join the retried batch (after these, keeping their order).
+        self._waiting = staying + self._waiting
+        if self._waiting:
+            asyncio.get_running_loop().call_later(pause, self._run_batch)
+        else:
+            self._scheduled = False
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+
+def _fail(writes: list[_Write], make: Callable[[], Unavailable], cause: BaseException | None) -> None:
+    """Answer each write that is still waiting with its own `make()` error, caused by `cause`."""
+    for write in writes:
+        if not write.answer.done():
+            error = make()
+            error.__cause__ = cause
+            write.answer.set_exception(error)

@@ -1,0 +1,159 @@
+"""Group commit (gateway/store/sqlite_batch.py): writes that arrive together share one
+transaction, each one fails alone, and none is answered before the COMMIT that holds it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.domain.errors import NotFound, Unavailable
+from gateway.store.sqlite_batch import WriteBatcher
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(tmp_path / "batch.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=0")
+    db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, parent INTEGER"
+        " REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    db.execute("INSERT INTO parent (id) VALUES (1)")
+    yield db
+    db.close()
+
+
+def _rows(path: Path) -> list[int]:
+    """The committed rows, as another connection sees them."""
+    other = sqlite3.connect(path)
+    try:
+        return [row[0] for row in other.execute("SELECT id FROM t ORDER BY id")]
+    finally:
+        other.close()
+
+
+def _path(db: sqlite3.Connection) -> Path:
+    return Path(db.execute("PRAGMA database_list").fetchone()[2])
+
+
+def _insert(row_id: int, parent: int = 1) -> Callable[[sqlite3.Connection], int]:
+    def work(db: sqlite3.Connection) -> int:
+        db.execute("INSERT INTO t (id, parent) VALUES (?, ?)", (row_id, parent))
+        return row_id
+
+    return work
+
+
+def _later() -> float:
+    return time.monotonic() + 5
+
+
+async def test_writes_submitted_together_share_one_transaction(db: sqlite3.Connection) -> None:
+    begins: list[str] = []
+    db.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    batcher = WriteBatcher(db)
+    results = await asyncio.gather(*(batcher.submit(_insert(i), _later()) for i in range(20)))
+    assert results == list(range(20))
+    assert begins == ["BEGIN IMMEDIATE"]
+    assert _rows(_path(db)) == list(range(20))
+
+
+async def test_one_refused_write_is_rolled_back_alone(db: sqlite3.Connection) -> None:
+    def refused(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t (id, parent) VALUES (100, 1)")  # written, then undone
+        raise NotFound("ORDER_NOT_FOUND", "no such order")
+
+    batcher = WriteBatcher(db)
+    outcomes = await asyncio.gather(
+        batcher.submit(_insert(1), _later()),
+        batcher.submit(refused, _later()),
+        batcher.submit(_insert(2), _later()),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == 1 and outcomes[2] == 2
+    assert isinstance(outcomes[1], NotFound) and outcomes[1].reason == "ORDER_NOT_FOUND"
+    assert _rows(_path(db)) == [1, 2]
+
+
+async def test_a_failing_statement_is_unavailable_for_its_write_only(db: sqlite3.Connection) -> None:
+    batcher = WriteBatcher(db)
+    outcomes = await asyncio.gather(
+        batcher.submit(_insert(1), _later()),
+        batcher.submit(_insert(1), _later()),  # the same key again
+        batcher.submit(_insert(2), _later()),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == 1 and outcomes[2] == 2
+    failure = outcomes[1]
+    assert isinstance(failure, Unavailable) and failure.reason == "STORE_UNAVAILABLE"
+    assert isinstance(failure.__cause__, sqlite3.IntegrityError)
+    assert _rows(_path(db)) == [1, 2]
+
+
+async def test_a_failed_commit_fails_every_write_of_its_batch_and_keeps_nothing(
+    db: sqlite3.Connection,
+) -> None:
+    batcher = WriteBatcher(db)
+    # A deferred foreign key is checked at COMMIT: one orphan makes the whole COMMIT fail.
+    outcomes = await asyncio.gather(
+        batcher.submit(_insert(1), _later()),
+        batcher.submit(_insert(2, parent=99), _later()),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, Unavailable) and o.reason == "STORE_UNAVAILABLE" for o in outcomes)
+    assert outcomes[0] is not outcomes[1]  # each caller raises its own exception object
+    assert not db.in_transaction
+    assert _rows(_path(db)) == []
+    assert await batcher.submit(_insert(3), _later()) == 3
+    assert _rows(_path(db)) == [3]
+
+
+async def test_a_write_whose_caller_gave_up_before_its_turn_is_not_run(db: sqlite3.Connection) -> None:
+    batcher = WriteBatcher(db)
+    abandoned = asyncio.ensure_future(batcher.submit(_insert(1), _later()))
+    kept = asyncio.ensure_future(batcher.submit(_insert(2), _later()))
+    await asyncio.sleep(0)  # both are waiting for their batch
+    abandoned.cancel()
+    assert await kept == 2
+    assert abandoned.cancelled()
+    assert _rows(_path(db)) == [2]
+
+
+async def test_a_batch_waits_for_another_writer_and_then_commits(db: sqlite3.Connection) -> None:
+    other = sqlite3.connect(_path(db), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    batcher = WriteBatcher(db)
+    pending = asyncio.ensure_future(batcher.submit(_insert(1), _later()))
+    await asyncio.sleep(0.05)  # several tries find the lock held
+    assert not pending.done()
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(pending, 2) == 1
+    assert _rows(_path(db)) == [1]
+
+
+async def test_a_write_is_answered_busy_before_its_deadline_passes(db: sqlite3.Connection) -> None:
+    other = sqlite3.connect(_path(db), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        batcher = WriteBatcher(db)
+        started = time.monotonic()
+        patient = asyncio.ensure_future(batcher.submit(_insert(2), _later()))
+        with pytest.raises(Unavailable) as raised:
+            await batcher.submit(_insert(1), started + 0.2)
+        assert raised.value.reason == "STORE_BUSY"
+        assert time.monotonic() < started + 0.2
+        assert not patient.done()  # the write with a later deadline still waits its turn
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await asyncio.wait_for(patient, 2) == 2
+    assert _rows(_path(db)) == [2]

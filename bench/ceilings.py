@@ -2,6 +2,8 @@
 
     python -m bench.ceilings rest --port P     POST anything -> the JSON bytes of a cancelled order
     python -m bench.ceilings grpc --port P     OrdersService/CancelOrder -> CancelOrderResponse{order}
+    python -m bench.ceilings naive --backend H:P --port P
+                                               the issue's naive gateway, a reference, not a ceiling
 
 The order is the product's own answer to a cancel of a seeded order (bench/answer.py), so a ceiling
 writes the same bytes per request as the product does. They do no routing, no authentication, no
@@ -11,6 +13,12 @@ with the same options), so what the product adds on top of them is what its own 
 gRPC one serves the same service and method, with reflection, so the same ghz call (reflection or
 --protoset) works against both. Like the product, each prints a banner with its bound port on
 stdout and stops on SIGTERM or SIGINT.
+
+The naive gateway is the one issue 5 calibrates its targets with ("aiohttp -> grpc.aio over
+loopback -> json_format", 0.14 of its aiohttp ceiling): a `web.Application` route on the default
+event loop that calls CancelOrder of `--backend` through a grpc.aio stub and answers
+`json_format.MessageToJson` of the order. Measured in the same run as the ceilings, its share of the
+REST ceiling here says how this machine's ceiling compares with the one the issue's figures came from.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from collections.abc import Sequence
 import grpc
 import uvloop
 from aiohttp import web
+from google.protobuf import json_format
 
 from bench.answer import cancelled_seed_order
 from gateway.jsonmap import encode_json
@@ -83,6 +92,41 @@ async def serve_rest(host: str, port: int) -> None:
         await runner.cleanup()
 
 
+def naive_gateway(backend: str) -> tuple[web.Application, grpc.aio.Channel]:
+    """The simplest REST front end for CancelOrder: no validation, no error mapping."""
+    channel = grpc.aio.insecure_channel(backend)
+    stub = orders_service_grpc.OrdersServiceStub(channel)  # type: ignore[no-untyped-call]
+
+    async def cancel(request: web.Request) -> web.Response:
+        await request.read()
+        metadata = (("authorization", request.headers.get("Authorization", "")),)
+        call = orders_service_pb2.CancelOrderRequest(order_handle=request.match_info["handle"])
+        reply = await stub.CancelOrder(call, metadata=metadata)
+        return web.Response(text=json_format.MessageToJson(reply.order), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/orders/{handle}/cancel", cancel)
+    return app, channel
+
+
+async def serve_naive(host: str, port: int, backend: str) -> None:
+    app, channel = naive_gateway(backend)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(
+        f"bench reference: naive gateway to {backend}\n  REST  http://{host}:{bound}\n{LAST_BANNER_LINE}",
+        flush=True,
+    )
+    try:
+        await _until_signalled()
+    finally:
+        await runner.cleanup()
+        await channel.close()
+
+
 async def serve_grpc(host: str, port: int) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     response = orders_service_pb2.CancelOrderResponse(order=await cancelled_seed_order())
@@ -101,12 +145,18 @@ async def serve_grpc(host: str, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ceilings", description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["rest", "grpc"])
+    parser.add_argument("kind", choices=["rest", "grpc", "naive"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (shown in the banner)")
+    parser.add_argument("--backend", help="naive: the gRPC server (host:port) it calls")
     args = parser.parse_args(argv)
-    serve = serve_rest if args.kind == "rest" else serve_grpc
-    uvloop.run(serve(args.host, args.port))
+    if args.kind == "naive":
+        if not args.backend:
+            parser.error("naive needs --backend HOST:PORT")
+        # Naive: the default event loop, as a first aiohttp app would run.
+        asyncio.run(serve_naive(args.host, args.port, args.backend))
+    else:
+        uvloop.run((serve_rest if args.kind == "rest" else serve_grpc)(args.host, args.port))
     return 0
 
 

@@ -123,11 +123,12 @@ def start_gateway(name: str, mode: str, options: Sequence[str], log_dir: Path) -
     return ServerProcess.start(name, [gateway_executable(), mode, *ports, *options], log_dir)
 
 
-def start_ceiling(kind: str, log_dir: Path) -> ServerProcess:
-    """`python -m bench.ceilings KIND` (rest or grpc) on a free port."""
-    return ServerProcess.start(
-        f"ceiling-{kind}", [sys.executable, "-m", "bench.ceilings", kind, "--port", "0"], log_dir
-    )
+def start_ceiling(kind: str, log_dir: Path, backend: str | None = None) -> ServerProcess:
+    """`python -m bench.ceilings KIND` (rest, grpc, or naive with its `backend`) on a free port."""
+    argv = [sys.executable, "-m", "bench.ceilings", kind, "--port", "0"]
+    if backend is not None:
+        argv += ["--backend", backend]
+    return ServerProcess.start(f"ceiling-{kind}", argv, log_dir)
 
 
 def run_gateway_command(args: Sequence[str]) -> str:

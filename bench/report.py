@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from bench.suite import BY_KEY, POSTGRES_VARIANTS, Outcome
+from bench.suite import BY_KEY, ISSUE_NAIVE_SHARE, NAIVE_VARIANT, POSTGRES_VARIANTS, Outcome
 
 MIB = 2**20
 
@@ -54,6 +54,7 @@ def render(outcome: Outcome) -> str:
     header = ["Closed loop, full speed", "req/s", "x ceil", "p50 ms", "x ceil", "p99 ms", "x ceil",
               "CPU s/1k req", "x ceil"]  # fmt: skip
     out += _table(header, rows)
+    out += _naive_lines(outcome)
     out += _postgres_lines(outcome)
 
     if outcome.fixed:
@@ -124,6 +125,27 @@ def _answer_lines(outcome: Outcome) -> list[str]:
         f"answers: the ceilings answer the product's own cancel of a seeded order, {a.ceiling_json} bytes of"
         f" JSON ({a.ceiling_protobuf} bytes of protobuf); the product answered a probe cancel with"
         f" {a.product_json} bytes"
+    ]
+
+
+def _naive_lines(outcome: Outcome) -> list[str]:
+    """Under the closed-loop table: the naive gateway against the issue's calibration of it."""
+    rows = {r.key: r for r in outcome.rows}
+    naive = rows.get(NAIVE_VARIANT)
+    if naive is None or not naive.ratios["rps"] or not naive.medians["rps"]:
+        return []
+    share, rps = naive.ratios["rps"], naive.medians["rps"]
+    product = {key: rows[key].medians["rps"] for key in ("rest-embedded", "rest-remote") if key in rows}
+    over_naive = ", ".join(
+        f"{BY_KEY[key].label.removeprefix('REST cancel, ')} {value / rps:.2f}x"
+        for key, value in product.items()
+        if value
+    )
+    return [
+        f"  naive gateway (aiohttp app, default loop -> grpc.aio -> MessageToJson, in front of the same grpc"
+        f" process as http): {share:.2f} of the REST ceiling here; the issue measured its naive gateway at"
+        f" {ISSUE_NAIVE_SHARE:.2f} of its own",
+        f"  req/s over the naive gateway's: {over_naive}",
     ]
 
 

@@ -2,7 +2,8 @@
 
 1. The JSON mapping alone, first, while no server runs.
 2. The servers, each on its own free ports and (for the product) its own fresh SQLite database:
-   `serve` (embedded default), `grpc` + `http --backend` (remote backend), and the two ceilings;
+   `serve` (embedded default), `grpc` + `http --backend` (remote backend), the two ceilings, and
+   the issue's naive gateway in front of the same `grpc` process (bench/ceilings.py: a reference);
    then, when the PostgreSQL binaries are here (issue 7), a durable throwaway PostgreSQL cluster,
    two `grpc` processes on one database of it, and two `http --backend` front ends: one in front
    of the first process, one balancing round-robin over both (`ipv4:` list).
@@ -82,6 +83,7 @@ VARIANTS = (
     Variant("ceiling-rest", "ceiling: bare aiohttp handler", "rest", None),
     Variant("rest-embedded", "REST cancel, embedded (serve)", "rest", "ceiling-rest"),
     Variant("rest-remote", "REST cancel, http + grpc processes", "rest", "ceiling-rest"),
+    Variant("rest-naive", "reference: naive gateway + grpc process", "rest", "ceiling-rest"),
     Variant("rest-pg1", "REST cancel, http + 1 grpc, PostgreSQL", "rest", "ceiling-rest"),
     Variant("rest-pg2", "REST cancel, http + 2 grpc, PostgreSQL", "rest", "ceiling-rest"),
     Variant("ceiling-grpc", "ceiling: bare grpc.aio servicer", "grpc", None),
@@ -89,6 +91,9 @@ VARIANTS = (
 )
 BY_KEY = {v.key: v for v in VARIANTS}
 FIXED_RATE_VARIANTS = ("rest-embedded", "rest-remote", "grpc")
+# The naive gateway the issue calibrates its targets with: 0.14 of its aiohttp ceiling.
+NAIVE_VARIANT = "rest-naive"
+ISSUE_NAIVE_SHARE = 0.14
 # Issue 7's rows: measured only where a PostgreSQL cluster can be started (see `Bench.run`).
 POSTGRES_VARIANTS = ("rest-pg1", "rest-pg2")
 POSTGRES_DATABASE = "hypertrack_bench"
@@ -317,14 +322,14 @@ class Bench:
             if errors:
                 raise errors[0]
         grpc_server = started["grpc"]
-        progress("starting http in front of grpc")
+        progress("starting http, and the naive gateway, in front of grpc")
+        backend = f"127.0.0.1:{grpc_server.grpc_port}"
         http = start_gateway(
-            "http",
-            "http",
-            ["--backend", f"127.0.0.1:{grpc_server.grpc_port}", "--log-level", s.server_log_level],
-            self.logs,
+            "http", "http", ["--backend", backend, "--log-level", s.server_log_level], self.logs
         )
         self.servers.append(http)
+        naive = start_ceiling("naive", self.logs, backend)
+        self.servers.append(naive)
         serve, rest_ceiling, grpc_ceiling = started["serve"], started["ceiling-rest"], started["ceiling-grpc"]
         auth = serve_db.authorization
         self.endpoints = {
@@ -335,6 +340,8 @@ class Bench:
             # Both processes of the remote variant work for each request: both count.
             "rest-remote": Endpoint(f"http://127.0.0.1:{http.http_port}", None, (http.pid, grpc_server.pid),
                                     grpc_db, grpc_db.authorization),
+            "rest-naive": Endpoint(f"http://127.0.0.1:{naive.http_port}", None, (naive.pid, grpc_server.pid),
+                                   grpc_db, grpc_db.authorization),
             "ceiling-grpc": Endpoint(None, f"127.0.0.1:{grpc_ceiling.grpc_port}", (grpc_ceiling.pid,), None, auth),
             "grpc": Endpoint(None, f"127.0.0.1:{serve.grpc_port}", (serve.pid,), serve_db, auth),
         }  # fmt: skip

@@ -38,7 +38,7 @@ ANSWER_MARGIN_S = 0.02
 """How long before its deadline a busy write stops waiting, for its 503 to reach the caller in time."""
 
 
-def is_busy(error: sqlite3.OperationalError) -> bool:
+def _is_busy(error: sqlite3.OperationalError) -> bool:
     return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -91,8 +91,8 @@ class WriteBatcher:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            if is_busy(error):
+        except sqlite3.Error as error:
+            if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
                 self._retry_later(batch)
             else:
                 self._scheduled = False
@@ -100,15 +100,19 @@ class WriteBatcher:
             return
         self._scheduled = False
         self._delay = FIRST_RETRY_S
-        done = self._run_in_transaction(batch)
-        if not self._db.in_transaction:  # its one write failed and was rolled back, or SQLite gave up
-            return
         try:
+            done = self._run_in_transaction(batch)
+            if not self._db.in_transaction:  # its one write failed and was rolled back, or SQLite gave up
+                return
             self._db.execute("COMMIT")
-        except sqlite3.Error as error:
+        except BaseException as error:
+            # The COMMIT failed (a full disk, say), or something unforeseen broke the batch: nothing of
+            # it is kept, every write still waiting hears so, and the connection is left ready for the next.
             self._rollback()
-            _fail(done, _not_written, error)
-            return
+            _fail(batch, _not_written, error)
+            if isinstance(error, sqlite3.Error):
+                return
+            raise
         for write in done:
             if not write.answer.done():
                 write.answer.set_result(write.outcome)

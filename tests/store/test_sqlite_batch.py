@@ -157,3 +157,31 @@ async def test_a_write_is_answered_busy_before_its_deadline_passes(db: sqlite3.C
         other.close()
     assert await asyncio.wait_for(patient, 2) == 2
     assert _rows(_path(db)) == [2]
+
+
+class _Unforeseen(BaseException):
+    """Not an Exception: nothing on the way handles it."""
+
+
+async def test_an_unforeseen_failure_rolls_the_batch_back_and_the_next_batch_still_commits(
+    db: sqlite3.Connection,
+) -> None:
+    def breaks(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t (id, parent) VALUES (100, 1)")
+        raise _Unforeseen
+
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException | None] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context.get("exception")))
+    batcher = WriteBatcher(db)
+    together = asyncio.gather(
+        batcher.submit(_insert(1), _later()),
+        batcher.submit(breaks, _later()),
+        return_exceptions=True,
+    )
+    outcomes = await asyncio.wait_for(together, 5)  # left waiting, they would hang the test
+    assert all(isinstance(o, Unavailable) and o.reason == "STORE_UNAVAILABLE" for o in outcomes)
+    assert [type(e) for e in reported] == [_Unforeseen]  # raised on, to the event loop's handler
+    assert not db.in_transaction
+    assert await batcher.submit(_insert(2), _later()) == 2
+    assert _rows(_path(db)) == [2]

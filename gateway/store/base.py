@@ -20,6 +20,10 @@ from gateway.protos import order_pb2
 OrderChange = Callable[[order_pb2.Order], bool]
 """Changes an order in place; returns whether anything changed. May raise an OrderError."""
 
+ANSWER_MARGIN_S = 0.02
+"""How long before its deadline a call stops waiting on a busy database, for its 503 to reach the
+caller in time: a wait that ends at or past the deadline lets the caller's own timer fire first (504)."""
+
 BuildOrders = Callable[[Mapping[str, HandleHistory]], list[order_pb2.Order]]
 """Builds new records from what the store knows of their handles. May raise an OrderError."""
 

@@ -39,6 +39,7 @@ from gateway.domain.errors import AlreadyExists, Unavailable
 from gateway.domain.targets import OrderQuery, resolve_target
 from gateway.protos import order_pb2
 from gateway.store.base import (
+    ANSWER_MARGIN_S,
     BuildOrders,
     OrderChange,
     StoredRecord,
@@ -70,8 +71,6 @@ PING_TIMEOUT_S = 1.0
 # enough to replace pooled connections a restart has cut, short enough that calls
 # fail fast (and do not pile up) while the server is really down.
 RECONNECT_WINDOW_S = 1.0
-ANSWER_MARGIN_S = 0.02
-"""How long before its deadline a call stops waiting on the database, for its 503 to reach the caller in time."""
 CLOSE_TIMEOUT_S = 5.0
 
 # Errors after which the whole transaction was rolled back by the server and may

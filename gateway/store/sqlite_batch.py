@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.domain.errors import Unavailable
+from gateway.store.base import ANSWER_MARGIN_S
 
 T = TypeVar("T")
 
 FIRST_RETRY_S = 0.0005
 MAX_RETRY_S = 0.05
-ANSWER_MARGIN_S = 0.02
-"""How long before its deadline a busy write stops waiting, for its 503 to reach the caller in time."""
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:

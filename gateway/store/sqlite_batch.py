@@ -3,8 +3,9 @@
 A write transaction costs its BEGIN IMMEDIATE (taking the file lock) and its COMMIT (appending
 every page it changed to the write-ahead log) whatever it holds; under load those two were a
 fifth of the CPU of a REST cancel. So a write is not run at once: it joins a batch, and the
-batch runs as soon as the event loop has let every ready request reach its own write. All of
-a batch runs between one BEGIN and one COMMIT, each write inside a SAVEPOINT of its own, so one
+batch runs as soon as the event loop has let every ready request reach its own write (under
+load, up to a millisecond later, while the loop advances other calls: see commit_pacing.py).
+All of a batch runs between one BEGIN and one COMMIT, each write inside a SAVEPOINT of its own, so one
 that fails (an unknown order, a state that forbids the change) is rolled back alone and the
 others still commit. No write is answered before the COMMIT that holds it: what a caller is
 told has happened is on disk (as far as `synchronous=NORMAL` puts it there), and a COMMIT that
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 from gateway.domain.errors import Unavailable
 from gateway.store.base import ANSWER_MARGIN_S
+from gateway.store.commit_pacing import CommitPacer
 
 T = TypeVar("T")
 
@@ -64,8 +66,9 @@ class _Write:
 class WriteBatcher:
     """Runs the writes submitted to one connection in batches, one transaction per batch."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, pacer: CommitPacer | None = None) -> None:
         self._db = db
+        self._pacer = pacer or CommitPacer()
         self._waiting: list[_Write] = []
         self._scheduled = False  # a run of the batch is due (next loop turn, or after a busy pause)
         self._delay = FIRST_RETRY_S
@@ -77,7 +80,11 @@ class WriteBatcher:
         self._waiting.append(write)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._run_batch)
+            delay = self._pacer.delay()
+            if delay > 0:
+                loop.call_later(delay, self._run_batch)
+            else:
+                loop.call_soon(self._run_batch)
         result: T = await write.answer
         return result
 
@@ -88,6 +95,7 @@ class WriteBatcher:
         if not batch:
             self._scheduled = False
             return
+        self._pacer.batch_starts()
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:

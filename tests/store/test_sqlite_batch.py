@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.domain.errors import NotFound, Unavailable
+from gateway.store.commit_pacing import CommitPacer
 from gateway.store.sqlite_batch import WriteBatcher
 
 
@@ -64,6 +65,21 @@ async def test_writes_submitted_together_share_one_transaction(db: sqlite3.Conne
     assert results == list(range(20))
     assert begins == ["BEGIN IMMEDIATE"]
     assert _rows(_path(db)) == list(range(20))
+
+
+async def test_under_load_a_batch_waits_for_writes_of_later_loop_turns(db: sqlite3.Connection) -> None:
+    begins: list[str] = []
+    db.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    # An interval far longer than the few loop turns below take, even on a loaded machine.
+    batcher = WriteBatcher(db, CommitPacer(interval_s=0.3))
+    assert await batcher.submit(_insert(1), _later()) == 1
+    second = asyncio.ensure_future(batcher.submit(_insert(2), _later()))  # soon after a batch began
+    for _ in range(3):
+        await asyncio.sleep(0)
+    third = asyncio.ensure_future(batcher.submit(_insert(3), _later()))
+    assert await asyncio.gather(second, third) == [2, 3]
+    assert begins == ["BEGIN IMMEDIATE"] * 2
+    assert _rows(_path(db)) == [1, 2, 3]
 
 
 async def test_one_refused_write_is_rolled_back_alone(db: sqlite3.Connection) -> None:

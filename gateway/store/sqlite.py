@@ -217,5 +217,6 @@ class SqliteStore:
         await self._write(probe, time.monotonic() + PING_WAIT_S)
 
     async def close(self) -> None:
+        self._batcher.close()
         self._db.close()
         self._checkpointer.stop()

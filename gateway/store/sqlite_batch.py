@@ -169,6 +169,9 @@ class WriteBatcher:
         else:
             self._scheduled = False
 
+    def close(self) -> None:
+        self._pacer.close()
+
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")

@@ -4,25 +4,27 @@ idled stop the pacing until the next probe."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from gateway.store.commit_pacing import CommitPacer
+from gateway.store.commit_pacing import CommitPacer, LoopThreadDemand
 
 INTERVAL = 0.001
 PROBE = 0.5
 
 
 class Clocks:
-    """A wall clock and the loop thread's CPU clock that a test moves by hand."""
+    """A wall clock and the loop thread's demand (running or ready to run) that a test moves by hand."""
 
     def __init__(self) -> None:
         self.wall = 100.0
-        self.cpu = 10.0
+        self.demand = 10.0
 
     def work(self, seconds: float) -> None:
-        """The loop thread works `seconds`."""
+        """The loop thread works (or waits for a core) `seconds`."""
         self.wall += seconds
-        self.cpu += seconds
+        self.demand += seconds
 
     def idle(self, seconds: float) -> None:
         """The loop thread waits `seconds` for something to do."""
@@ -38,10 +40,10 @@ def clocks() -> Clocks:
 def pacer(clocks: Clocks) -> CommitPacer:
     return CommitPacer(
         interval_s=INTERVAL,
-        busy_fraction_min=0.25,
+        saturated=0.7,
         probe_interval_s=PROBE,
         clock=lambda: clocks.wall,
-        cpu_clock=lambda: clocks.cpu,
+        demand_clock=lambda: clocks.demand,
     )
 
 
@@ -72,14 +74,14 @@ def test_under_load_a_batch_starts_one_interval_after_the_last(pacer: CommitPace
 def test_waits_through_which_the_loop_worked_keep_the_pacing(pacer: CommitPacer, clocks: Clocks) -> None:
     pacer.delay()
     for _ in range(50):
-        assert _paced_batch(pacer, clocks, busy=0.7) > 0
+        assert _paced_batch(pacer, clocks, busy=0.9) > 0
     assert pacer.pacing
 
 
 def test_one_wait_the_loop_idled_through_among_busy_ones_does_not_stop_it(
     pacer: CommitPacer, clocks: Clocks
 ) -> None:
-    for busy in [0.8] * 20 + [0.0] + [0.8] * 5:
+    for busy in [0.9] * 20 + [0.0] + [0.9] * 5:
         _paced_batch(pacer, clocks, busy)
     assert pacer.pacing
 
@@ -90,7 +92,7 @@ def test_waits_the_loop_idled_through_stop_the_pacing_until_the_next_probe(
     pacer.delay()  # the first write starts the pacing
     waits = 0
     while pacer.pacing:
-        _paced_batch(pacer, clocks, busy=0.1)  # a few callers, all in the batch: nothing else to do
+        _paced_batch(pacer, clocks, busy=0.4)  # the loop keeps up: waiting only delays the answers
         waits += 1
         assert waits < 20
     assert waits > 1  # not on one wait's evidence
@@ -104,3 +106,15 @@ def test_waits_the_loop_idled_through_stop_the_pacing_until_the_next_probe(
     clocks.work(step)
     assert pacer.delay() > 0  # the probe: pacing again, to see whether it pays now
     assert pacer.pacing
+
+
+def test_the_loop_threads_demand_counts_its_cpu_time() -> None:
+    demand = LoopThreadDemand()
+    try:
+        before = demand()
+        spent = time.thread_time()
+        while time.thread_time() - spent < 0.02:
+            pass
+        assert demand() - before >= 0.02
+    finally:
+        demand.close()

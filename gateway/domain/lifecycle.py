@@ -6,14 +6,21 @@ store writes only real changes; a rule that refuses raises before touching the o
 
 from __future__ import annotations
 
+from google.protobuf import timestamp_pb2
+
 from gateway.domain.errors import FailedPrecondition
 from gateway.domain.geo import haversine_m
 from gateway.domain.text import status_name
 from gateway.protos import json_pb2, order_pb2
 
-Status = order_pb2.OrderStatus
+# The module's constants, not order_pb2.OrderStatus.X: each of those is a Python-level lookup in
+# protobuf's enum wrapper, a few of them on every cancel.
+ONGOING = order_pb2.ORDER_STATUS_ONGOING
+DISABLED = order_pb2.ORDER_STATUS_DISABLED
+COMPLETED = order_pb2.ORDER_STATUS_COMPLETED
+CANCELLED = order_pb2.ORDER_STATUS_CANCELLED
 DEFAULT_RADIUS_M = 100
-TERMINAL_STATUSES = frozenset({Status.ORDER_STATUS_COMPLETED, Status.ORDER_STATUS_CANCELLED})
+TERMINAL_STATUSES = frozenset({COMPLETED, CANCELLED})
 
 
 def is_open(status: int) -> bool:
@@ -43,9 +50,17 @@ def _refuse(order: order_pb2.Order, reason: str, action: str) -> FailedPrecondit
     )
 
 
+def set_millis(stamp: timestamp_pb2.Timestamp, epoch_ms: int) -> None:
+    """`stamp.FromMilliseconds(epoch_ms)` without its range checks, which run in Python: the
+    times set here come from the clock."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    stamp.seconds = seconds
+    stamp.nanos = millis * 1_000_000
+
+
 def _append_event(order: order_pb2.Order, now_ms: int) -> order_pb2.TimelineEvent:
     event = order.timeline.add()
-    event.recorded_at.FromMilliseconds(now_ms)
+    set_millis(event.recorded_at, now_ms)
     return event
 
 
@@ -79,13 +94,13 @@ def within_destination(order: order_pb2.Order, point: order_pb2.Point) -> bool:
 
 def cancel(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) -> bool:
     """Cancel the order: idempotent on a cancelled order, refused on a completed one."""
-    if order.status == Status.ORDER_STATUS_CANCELLED:
+    if order.status == CANCELLED:
         return False
-    if order.status == Status.ORDER_STATUS_COMPLETED:
+    if order.status == COMPLETED:
         raise _refuse(order, "ORDER_COMPLETED", "cancelled")
     merge_metadata(order, update)
-    order.status = Status.ORDER_STATUS_CANCELLED
-    order.cancelled_at.FromMilliseconds(now_ms)
+    order.status = CANCELLED
+    set_millis(order.cancelled_at, now_ms)
     location = last_tracked_location(order)
     if location is not None:
         order.end_location.CopyFrom(location)
@@ -96,29 +111,29 @@ def cancel(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) -> 
 
 def complete(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) -> bool:
     """Complete the order: idempotent on a completed order, refused on a cancelled one."""
-    if order.status == Status.ORDER_STATUS_COMPLETED:
+    if order.status == COMPLETED:
         return False
-    if order.status == Status.ORDER_STATUS_CANCELLED:
+    if order.status == CANCELLED:
         raise _refuse(order, "ORDER_CANCELLED", "completed")
     merge_metadata(order, update)
-    order.status = Status.ORDER_STATUS_COMPLETED
-    order.completed_at.FromMilliseconds(now_ms)
+    order.status = COMPLETED
+    set_millis(order.completed_at, now_ms)
     _fill_order_event(_append_event(order, now_ms).order_completed, order)
     return True
 
 
 def disable(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) -> bool:
     """Take an ongoing order out of the route: idempotent on a disabled order, refused otherwise."""
-    if order.status == Status.ORDER_STATUS_DISABLED:
+    if order.status == DISABLED:
         return False
-    if order.status != Status.ORDER_STATUS_ONGOING:
+    if order.status != ONGOING:
         reason = {
-            Status.ORDER_STATUS_CANCELLED: "ORDER_CANCELLED",
-            Status.ORDER_STATUS_COMPLETED: "ORDER_COMPLETED",
+            CANCELLED: "ORDER_CANCELLED",
+            COMPLETED: "ORDER_COMPLETED",
         }.get(order.status, "ORDER_NOT_ONGOING")
         raise _refuse(order, reason, "disabled")
     merge_metadata(order, update)
-    order.status = Status.ORDER_STATUS_DISABLED
-    order.disabled_at.FromMilliseconds(now_ms)
+    order.status = DISABLED
+    set_millis(order.disabled_at, now_ms)
     _fill_order_event(_append_event(order, now_ms).order_disabled, order)
     return True

@@ -50,7 +50,7 @@ def _refuse(order: order_pb2.Order, reason: str, action: str) -> FailedPrecondit
     )
 
 
-def set_millis(stamp: timestamp_pb2.Timestamp, epoch_ms: int) -> None:
+def _set_millis(stamp: timestamp_pb2.Timestamp, epoch_ms: int) -> None:
     """`stamp.FromMilliseconds(epoch_ms)` without its range checks, which run in Python: the
     times set here come from the clock."""
     seconds, millis = divmod(epoch_ms, 1000)
@@ -60,7 +60,7 @@ def set_millis(stamp: timestamp_pb2.Timestamp, epoch_ms: int) -> None:
 
 def _append_event(order: order_pb2.Order, now_ms: int) -> order_pb2.TimelineEvent:
     event = order.timeline.add()
-    set_millis(event.recorded_at, now_ms)
+    _set_millis(event.recorded_at, now_ms)
     return event
 
 
@@ -100,7 +100,7 @@ def cancel(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) -> 
         raise _refuse(order, "ORDER_COMPLETED", "cancelled")
     merge_metadata(order, update)
     order.status = CANCELLED
-    set_millis(order.cancelled_at, now_ms)
+    _set_millis(order.cancelled_at, now_ms)
     location = last_tracked_location(order)
     if location is not None:
         order.end_location.CopyFrom(location)
@@ -117,7 +117,7 @@ def complete(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) -
         raise _refuse(order, "ORDER_CANCELLED", "completed")
     merge_metadata(order, update)
     order.status = COMPLETED
-    set_millis(order.completed_at, now_ms)
+    _set_millis(order.completed_at, now_ms)
     _fill_order_event(_append_event(order, now_ms).order_completed, order)
     return True
 
@@ -134,6 +134,6 @@ def disable(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) ->
         raise _refuse(order, reason, "disabled")
     merge_metadata(order, update)
     order.status = DISABLED
-    set_millis(order.disabled_at, now_ms)
+    _set_millis(order.disabled_at, now_ms)
     _fill_order_event(_append_event(order, now_ms).order_disabled, order)
     return True

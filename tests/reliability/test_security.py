@@ -623,22 +623,24 @@ def grpc_refused(channel: grpc.Channel) -> grpc.StatusCode:
     return code
 
 
+def mutual_tls_server_args(tmp_path: Path, pki: Pki) -> list[str]:
+    """A server on its own database, serving `pki.server` and asking clients for a certificate of the CA."""
+    return [
+        "--database",
+        f"sqlite:///{tmp_path / 'orders.db'}",
+        "--tls-cert",
+        str(pki.server.cert),
+        "--tls-key",
+        str(pki.server.key),
+        "--tls-client-ca",
+        str(pki.ca),
+    ]
+
+
 @pytest.fixture
 def tls_gateway(tmp_path: Path, pki: Pki) -> Iterator[GatewayProcess]:
     gateway = GatewayProcess.start(
-        [
-            "serve",
-            *EPHEMERAL_PORTS,
-            "--database",
-            f"sqlite:///{tmp_path / 'orders.db'}",
-            "--tls-cert",
-            str(pki.server.cert),
-            "--tls-key",
-            str(pki.server.key),
-            "--tls-client-ca",
-            str(pki.ca),
-        ],
-        cwd=tmp_path,
+        ["serve", *EPHEMERAL_PORTS, *mutual_tls_server_args(tmp_path, pki)], cwd=tmp_path
     )
     try:
         yield gateway
@@ -671,20 +673,7 @@ def test_serve_with_tls_answers_https_and_mutual_tls_grpc_only(tls_gateway: Gate
 
 def test_a_rest_front_end_reaches_its_grpc_servers_over_mutual_tls(tmp_path: Path, pki: Pki) -> None:
     backend = GatewayProcess.start(
-        [
-            "grpc",
-            "--grpc-port",
-            "0",
-            "--database",
-            f"sqlite:///{tmp_path / 'orders.db'}",
-            "--tls-cert",
-            str(pki.server.cert),
-            "--tls-key",
-            str(pki.server.key),
-            "--tls-client-ca",
-            str(pki.ca),
-        ],
-        cwd=tmp_path,
+        ["grpc", "--grpc-port", "0", *mutual_tls_server_args(tmp_path, pki)], cwd=tmp_path
     )
     started = [backend]
     try:

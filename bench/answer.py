@@ -20,7 +20,7 @@ from pathlib import Path
 from gateway.protos import order_pb2, orders_service_pb2
 from gateway.runtime import open_store
 from gateway.seed import seed_orders
-from gateway.service.orders import OrderCalls
+from gateway.calls.orders import OrderCalls
 
 ACCOUNT = "bench"
 # seed_orders names its one order PREFIX0: run1restembedded-10000, as long as the handles the

@@ -23,7 +23,7 @@ from gateway.observability.logs import configure_logging
 from gateway.protos import SERVICE_NAME
 from gateway.runtime import Running, open_store, run_until_signalled
 from gateway.seed import seed_orders
-from gateway.service.credentials import hash_secret, new_secret
+from gateway.calls.credentials import hash_secret, new_secret
 
 log = logging.getLogger("hypertrack_gateway")
 

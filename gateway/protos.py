@@ -1,4 +1,8 @@
-"""The generated protobuf modules and descriptors, under short names."""
+"""The generated protobuf message modules and descriptors, under short names.
+
+Messages only: the gRPC service stubs (which load `grpc`) are imported by the transports that
+need them, from `gateway.rpc.stubs`, so that the domain and the JSON mapping run without grpc.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ from importlib import resources
 from pathlib import Path
 
 from gateway.gen.hypertrack.orders.v1 import annotations_pb2, json_pb2, order_pb2, orders_service_pb2
-from gateway.gen.hypertrack.orders.v1 import orders_service_pb2_grpc as orders_service_grpc
 
 SERVICE_DESCRIPTOR = orders_service_pb2.DESCRIPTOR.services_by_name["OrdersService"]
 SERVICE_NAME = SERVICE_DESCRIPTOR.full_name
@@ -23,7 +26,6 @@ __all__ = [
     "annotations_pb2",
     "json_pb2",
     "order_pb2",
-    "orders_service_grpc",
     "orders_service_pb2",
     "protoset_path",
 ]

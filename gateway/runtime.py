@@ -32,9 +32,9 @@ from gateway.rest.rules import rest_calls
 from gateway.rest.server import RestServer
 from gateway.rpc.server import GrpcServer, ServerTls
 from gateway.rpc.servicer import Admission, OrdersServicer
-from gateway.service.auth import Authenticator
-from gateway.service.limits import AccountRateLimit, AuthFailureLimit
-from gateway.service.orders import OrderCalls
+from gateway.calls.auth import Authenticator
+from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
+from gateway.calls.orders import OrderCalls
 from gateway.store.base import OrderStore
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ import grpc
 
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET, install_demo
 from gateway.observability.metrics import InstrumentedStore, Metrics
-from gateway.protos import SERVICE_DESCRIPTOR, orders_service_grpc
+from gateway.protos import SERVICE_DESCRIPTOR
+from gateway.rpc.stubs import orders_service_grpc
 from gateway.rest.app import RestGateway, RestSettings
 from gateway.rest.backend import Backend, InProcessBackend, RemoteBackend
 from gateway.rest.openapi import openapi_document
@@ -29,9 +30,9 @@ from gateway.rest.rules import rest_calls
 from gateway.rest.server import RestServer
 from gateway.rpc.server import GrpcServer
 from gateway.rpc.servicer import Admission, OrdersServicer
-from gateway.service.auth import Authenticator
-from gateway.service.credentials import hash_secret, new_secret
-from gateway.service.orders import OrderCalls
+from gateway.calls.auth import Authenticator
+from gateway.calls.credentials import hash_secret, new_secret
+from gateway.calls.orders import OrderCalls
 from gateway.store.base import OrderStore
 from gateway.store.sqlite import SqliteStore
 

@@ -12,7 +12,7 @@ from gateway.testing import GatewayStack
 from tests import pg
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO.parent / "shared" / "reference"
+REFERENCE_DIR = REPO / "tests" / "data"
 
 
 @pytest.fixture(params=["in-process", "remote"])

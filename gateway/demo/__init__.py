@@ -17,7 +17,7 @@ import orjson
 from gateway.domain.tracking import HandleHistory, build_orders
 from gateway.jsonmap import decode
 from gateway.protos import order_pb2, orders_service_pb2
-from gateway.service.credentials import hash_secret
+from gateway.calls.credentials import hash_secret
 from gateway.store.base import OrderStore
 
 DEMO_ACCOUNT = "demo"

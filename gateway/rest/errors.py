@@ -18,7 +18,7 @@ from google.rpc import status_pb2
 from gateway.domain.errors import FieldViolation
 from gateway.rest.rules import RestCall
 from gateway.rpc.status import error_info, field_violations, retry_delay_s
-from gateway.service.auth import REALM
+from gateway.calls.auth import REALM
 
 Code = grpc.StatusCode
 

@@ -39,7 +39,7 @@ from gateway.jsonmap.shapes import FLATTENED_ONEOFS
 from gateway.jsonmap.timestamps import EXAMPLE as TIMESTAMP_EXAMPLE
 from gateway.protos import SERVICE_DESCRIPTOR, json_pb2, order_pb2, protoset_path
 from gateway.rest.rules import RestCall, rest_calls
-from gateway.service.auth import REALM
+from gateway.calls.auth import REALM
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,12 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 
 from gateway.domain.errors import InvalidArgument, OrderError, Unauthenticated, Unavailable
-from gateway.protos import orders_service_grpc, orders_service_pb2
+from gateway.protos import orders_service_pb2
+from gateway.rpc.stubs import orders_service_grpc
 from gateway.rpc.status import internal_status, status_of, trailing_metadata
-from gateway.service.auth import Authenticator
-from gateway.service.limits import AccountRateLimit, AuthFailureLimit
-from gateway.service.orders import OrderCalls
+from gateway.calls.auth import Authenticator
+from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
+from gateway.calls.orders import OrderCalls
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 from gateway.protos import orders_service_pb2
 from gateway.rpc.servicer import Admission
 from gateway.rpc.status import details_from_metadata, error_info, retry_delay_s
-from gateway.service.limits import AccountRateLimit, AuthFailureLimit
+from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
 from gateway.testing import BackendKind, GatewayStack
 
 

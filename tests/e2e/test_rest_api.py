@@ -25,7 +25,7 @@ from yarl import URL
 from gateway.rest.app import RestSettings
 from gateway.testing import GatewayStack, basic
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "cancel-order-example.json"
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "cancel-order-example.json"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CHALLENGE = re.compile(r'^Basic realm="[^"]+"$')
 GEOMETRY = {"type": "Point", "coordinates": [-122.4194, 37.7749]}

@@ -41,7 +41,7 @@ from schemathesis.checks import CheckFunction, ignored_auth
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET
 from gateway.rest.openapi import openapi_document
 from gateway.rpc.servicer import Admission
-from gateway.service.limits import AccountRateLimit, AuthFailureLimit
+from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
 from gateway.testing import BackendKind, GatewayStack, basic
 
 SEED = int(os.environ.get("HYPERTRACK_SCHEMATHESIS_SEED", "20261130"))

@@ -32,9 +32,10 @@ from multidict import CIMultiDictProxy
 
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET
 from gateway.domain.errors import Unauthenticated
-from gateway.protos import order_pb2, orders_service_grpc, orders_service_pb2
+from gateway.protos import order_pb2, orders_service_pb2
+from gateway.rpc.stubs import orders_service_grpc
 from gateway.rpc.status import details_from_metadata, error_info
-from gateway.service.auth import Authenticator
+from gateway.calls.auth import Authenticator
 from gateway.testing import GatewayStack, basic
 from tests.processes import GatewayProcess, executable
 from tests.reliability.certs import Pki, make_pki
@@ -138,7 +139,7 @@ async def test_unknown_accounts_and_wrong_secrets_run_the_same_comparison(
         compared.append((len(a), len(b)))
         return real_compare(a, b)
 
-    monkeypatch.setattr("gateway.service.credentials.hmac.compare_digest", counting_compare)
+    monkeypatch.setattr("gateway.calls.credentials.hmac.compare_digest", counting_compare)
     other = await stack.create_account("rival")
     attempts = {
         "unknown account": (basic("nobody", DEMO_SECRET), 401),

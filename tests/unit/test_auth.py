@@ -8,8 +8,8 @@ from typing import cast
 import pytest
 
 from gateway.domain.errors import Unauthenticated
-from gateway.service.auth import REALM, Authenticator, parse_basic
-from gateway.service.credentials import hash_secret, new_secret, secret_matches
+from gateway.calls.auth import REALM, Authenticator, parse_basic
+from gateway.calls.credentials import hash_secret, new_secret, secret_matches
 from gateway.store.base import OrderStore
 
 

@@ -18,7 +18,7 @@ from gateway.jsonmap.jsonvalue import MAX_DEPTH
 from gateway.jsonmap.timestamps import format_timestamp, parse_timestamp
 from gateway.protos import json_pb2, order_pb2, orders_service_pb2
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "cancel-order-example.json"
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "cancel-order-example.json"
 TIMESTAMP_HINT = "must be a timestamp such as 2023-10-26T02:30:00.000Z (RFC 3339, with Z or an offset)"
 EVENT_TYPES = (
     "must be one of: order_created, order_assigned, order_started, driver_activity_started, "

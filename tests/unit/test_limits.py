@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.domain.errors import ResourceExhausted
-from gateway.service import limits
-from gateway.service.limits import AccountRateLimit, AuthFailureLimit
+from gateway.calls import limits
+from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
 
 
 class Clock:

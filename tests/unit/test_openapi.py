@@ -41,7 +41,7 @@ from gateway.rest.openapi import (
 from gateway.rest.ops import ops_routes
 from gateway.rest.rules import RestCall, rest_calls
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "cancel-order-example.json"
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "cancel-order-example.json"
 CALLS = rest_calls(SERVICE_DESCRIPTOR)
 DOCUMENT: dict[str, Any] = build_document()
 _DOCUMENT_URI = "urn:hypertrack-gateway:openapi"

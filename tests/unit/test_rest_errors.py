@@ -25,9 +25,9 @@ from gateway.rest.errors import (
 )
 from gateway.rest.rules import rest_calls
 from gateway.rpc.status import rich_status
-from gateway.service.auth import REALM
+from gateway.calls.auth import REALM
 
-# Copied from /work/shared/CONTRACT.md, "gRPC status -> HTTP status", as it is printed there.
+# Copied from the product contract (CONTRACT.md), "gRPC status -> HTTP status", as it is printed there.
 CONTRACT_TABLE = """
 | gRPC | HTTP | | gRPC | HTTP |
 |---|---|---|---|---|

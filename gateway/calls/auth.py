@@ -13,7 +13,7 @@ from base64 import b64decode
 from dataclasses import dataclass
 
 from gateway.domain.errors import Unauthenticated
-from gateway.service.credentials import hash_secret, secret_matches
+from gateway.calls.credentials import hash_secret, secret_matches
 from gateway.store.base import OrderStore
 
 REALM = "hypertrack-gateway"

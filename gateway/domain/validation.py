@@ -1,9 +1,17 @@
-"""Field checks of requests, the same for every transport. Each collects FieldViolations."""
+"""Field checks of requests, the same for every transport. Each collects FieldViolations.
+
+The rules a client can check up front are data (REQUEST_FIELD_RULES, by request field name): the
+checks below apply them, and the OpenAPI document (gateway/openapi) states the same table.
+"""
 
 from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TypeAlias
 
 from google.protobuf import timestamp_pb2
 
@@ -18,6 +26,9 @@ MAX_METADATA_DEPTH = 32
 NESTED_TOO_DEEPLY = f"nested too deeply (at most {MAX_METADATA_DEPTH} levels of objects and arrays)"
 MAX_ORDERS_PER_ROUTE = 100
 INT32_MAX = 2**31 - 1
+# (lowest, highest) of a Point's coordinates, in degrees.
+LONGITUDE_RANGE: tuple[float, float] = (-180, 180)
+LATITUDE_RANGE: tuple[float, float] = (-90, 90)
 _ORDER_TYPES = frozenset(order_pb2.OrderType.values())
 _TRACK_MODES = frozenset(order_pb2.TrackMode.values()) - {order_pb2.TRACK_MODE_UNSPECIFIED}
 
@@ -26,25 +37,123 @@ def _has_control_character(value: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in value)
 
 
+@dataclass(frozen=True, slots=True)
+class TextRule:
+    """A string of `min_length` to `max_length` characters, any Unicode except control characters
+    (category Cc)."""
+
+    min_length: int
+    max_length: int
+    required: bool = False  # absent, null or "" is refused
+
+    @property
+    def description(self) -> str:
+        length = (
+            f"{self.min_length} to {self.max_length}" if self.min_length else f"At most {self.max_length}"
+        )
+        return f"{length} characters, no control characters."
+
+    def check(self, field: str, value: str, violations: list[FieldViolation]) -> None:
+        if not self.min_length <= len(value) <= self.max_length:
+            bound = f"1 to {self.max_length}" if self.min_length == 1 else f"at most {self.max_length}"
+            violations.append(FieldViolation(field, f"must be {bound} characters"))
+        elif not value.isprintable() and _has_control_character(value):
+            violations.append(FieldViolation(field, "must not contain control characters"))
+
+
+@dataclass(frozen=True, slots=True)
+class MinimumRule:
+    """An integer of at least `minimum`."""
+
+    minimum: int
+    required: bool = False
+
+    @property
+    def description(self) -> str:
+        return f"An integer >= {self.minimum}."
+
+    def check(self, field: str, value: int, violations: list[FieldViolation]) -> None:
+        if value < self.minimum:
+            shown = "> 0" if self.minimum == 1 else f">= {self.minimum}"
+            violations.append(FieldViolation(field, f"must be an integer {shown}"))
+
+
+@dataclass(frozen=True, slots=True)
+class CountRule:
+    """A repeated field of `min_items` to `max_items` elements, called `noun` in messages."""
+
+    min_items: int
+    max_items: int
+    noun: str
+    required: bool = False
+
+    @property
+    def description(self) -> str:
+        return f"{self.min_items} to {self.max_items} {self.noun}."
+
+    def check(self, field: str, count: int, violations: list[FieldViolation]) -> None:
+        if not self.min_items <= count <= self.max_items:
+            violations.append(
+                FieldViolation(field, f"must hold {self.min_items} to {self.max_items} {self.noun}")
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRule:
+    """A field the request cannot do without: absent, null or its zero value is refused."""
+
+    required: bool = True
+
+    @property
+    def description(self) -> str:
+        return ""  # nothing beyond being required
+
+
+FieldRule: TypeAlias = TextRule | MinimumRule | CountRule | PresenceRule
+
+HANDLE = TextRule(1, MAX_HANDLE_LENGTH, required=True)
+TEXT = TextRule(0, MAX_TEXT_LENGTH)
+NON_NEGATIVE = MinimumRule(0)
+POSITIVE = MinimumRule(1)
+ORDERS_PER_ROUTE = CountRule(1, MAX_ORDERS_PER_ROUTE, "orders", required=True)
+
+# What the domain refuses beyond the JSON shape, by request field name: every request message uses
+# these names for the same thing (validate_track_request, check_query). Only what the service
+# enforces belongs here, since the OpenAPI document states it and schemathesis' negative tests send
+# what it forbids and expect a refusal.
+REQUEST_FIELD_RULES: Mapping[str, FieldRule] = MappingProxyType(
+    {
+        "order_handle": HANDLE,
+        "worker_handle": HANDLE,
+        "device_id": TEXT,
+        "ops_group_handle": TEXT,
+        "address": TEXT,
+        "product_type": TEXT,
+        "type_index": NON_NEGATIVE,
+        "fulfillment_attempt": NON_NEGATIVE,
+        "expected_service_time": NON_NEGATIVE,
+        "capacity_used": NON_NEGATIVE,
+        "radius": POSITIVE,
+        "orders": ORDERS_PER_ROUTE,
+        "track_mode": PresenceRule(),
+        "destination": PresenceRule(),
+        "geometry": PresenceRule(),
+    }
+)
+
+
 def check_handle(field: str, value: str, violations: list[FieldViolation]) -> None:
     """A handle: 1 to 255 characters, any Unicode except control characters."""
-    if not 1 <= len(value) <= MAX_HANDLE_LENGTH:
-        violations.append(FieldViolation(field, f"must be 1 to {MAX_HANDLE_LENGTH} characters"))
-    elif not value.isprintable() and _has_control_character(value):
-        violations.append(FieldViolation(field, "must not contain control characters"))
+    HANDLE.check(field, value, violations)
 
 
 def check_text(field: str, value: str, violations: list[FieldViolation]) -> None:
     """A free-text field: at most 1024 characters, no control characters."""
-    if len(value) > MAX_TEXT_LENGTH:
-        violations.append(FieldViolation(field, f"must be at most {MAX_TEXT_LENGTH} characters"))
-    elif not value.isprintable() and _has_control_character(value):
-        violations.append(FieldViolation(field, "must not contain control characters"))
+    TEXT.check(field, value, violations)
 
 
 def check_non_negative(field: str, value: int, violations: list[FieldViolation]) -> None:
-    if value < 0:
-        violations.append(FieldViolation(field, "must be an integer >= 0"))
+    NON_NEGATIVE.check(field, value, violations)
 
 
 def check_order_type(field: str, value: int, violations: list[FieldViolation]) -> None:
@@ -106,10 +215,10 @@ def check_timestamp(field: str, stamp: timestamp_pb2.Timestamp, violations: list
 
 
 def check_point(field: str, point: order_pb2.Point, violations: list[FieldViolation]) -> None:
-    if not (math.isfinite(point.longitude) and -180 <= point.longitude <= 180):
-        violations.append(FieldViolation(f"{field}.longitude", "must be a longitude from -180 to 180"))
-    if not (math.isfinite(point.latitude) and -90 <= point.latitude <= 90):
-        violations.append(FieldViolation(f"{field}.latitude", "must be a latitude from -90 to 90"))
+    for name, (low, high) in (("longitude", LONGITUDE_RANGE), ("latitude", LATITUDE_RANGE)):
+        value = getattr(point, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            violations.append(FieldViolation(f"{field}.{name}", f"must be a {name} from {low:g} to {high:g}"))
 
 
 def check_query(query: OrderQuery) -> None:

@@ -1,13 +1,15 @@
 """What the generic mapping and its named special cases share: JSON values, the signatures of encode
-and decode functions, and how violation paths are spelled."""
+and decode functions, the record of a special shape (its encoder, decoder and schema together), and
+how violation paths are spelled."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
-from google.protobuf.descriptor import Descriptor, EnumDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway.domain.errors import FieldViolation
@@ -44,6 +46,62 @@ class InlineEncoder:
 
     statements: Callable[[str, str], list[str]]
     globals: Mapping[str, object]
+
+
+# A JSON Schema (2020-12, as OpenAPI 3.1 uses it) as a JSON-ready dict.
+Schema: TypeAlias = dict[str, Any]
+
+
+class Direction(Enum):
+    """Which side of the mapping a schema describes: what the encoder writes (a response), or what
+    the decoder and the domain accept (a request)."""
+
+    RESPONSE = "response"
+    REQUEST = "request"
+
+
+class SchemaBuilder(Protocol):
+    """What a special shape's schema may ask of the document it is part of (gateway/openapi)."""
+
+    def message_ref(self, descriptor: Descriptor, direction: Direction) -> Schema:
+        """A reference to the schema of a message type, built if need be."""
+        ...
+
+    def properties_of(
+        self, fields: Iterable[FieldDescriptor], direction: Direction
+    ) -> tuple[dict[str, Schema], list[str]]:
+        """The JSON properties of these fields, and the names of those always written or needed."""
+        ...
+
+    def component(
+        self, descriptor: Descriptor, direction: Direction, schema: Schema, description: str
+    ) -> Schema:
+        """Registers `schema` as the component of `descriptor`; a reference to it."""
+        ...
+
+    def comment(self, full_name: str) -> str:
+        """The proto comment of an element, or ''."""
+        ...
+
+
+# The JSON Schema of a special shape in one direction.
+SchemaFn: TypeAlias = Callable[[SchemaBuilder, Direction], Schema]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageShape:
+    """A message type whose JSON is not the generic object of its fields, as one record: how it is
+    written, how it is read, and what its JSON Schema says, so that the three cannot drift apart.
+
+    `inline` is the encoder again as statements for generated encoders, where a call per value costs
+    too much; `same_both_ways` says one schema serves requests and responses."""
+
+    full_name: str
+    encode: EncodeFn
+    decode: DecodeFn
+    schema: SchemaFn
+    inline: InlineEncoder | None = None
+    same_both_ways: bool = False
 
 
 MUST_BE_OBJECT = "must be an object"

@@ -8,16 +8,15 @@ caller learns every problem of a request at once. The rules mirror encode.py:
 - JSON `null` for a field means the field is absent;
 - strings, booleans, integers (in range; `true` and `1.5` are not integers) and numbers (an integer is
   a number) must have their JSON type; enums must be one of their JSON names;
-- the message types of shapes.py are read by their own functions.
+- the special shapes of shapes.py are read by their records' decoders.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
 from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
@@ -32,37 +31,20 @@ from gateway.jsonmap.contracts import (
     UNKNOWN_FIELD,
     AnyDescriptor,
     DecodeFn,
+    MessageShape,
     child_path,
     descriptor_of,
     is_text,
     item_path,
 )
 from gateway.jsonmap.enums import enum_names
-from gateway.jsonmap.flatoneof import FlatLayout, FlatOneof, flat_layout
-from gateway.jsonmap.shapes import FLATTENED_ONEOFS, SPECIAL_DECODERS
+from gateway.jsonmap.flatoneof import FlatOneof
+from gateway.jsonmap.scalars import INTEGER_RANGES, NUMBER_LIMITS
+from gateway.jsonmap.shapes import FLATTENED_ONEOFS, MESSAGE_SHAPES
 
 M = TypeVar("M", bound=Message)
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
-FLOAT32_MAX = 3.4028234663852886e38
-
-# The range of each integer field type, for every reader of outside input (the REST query too).
-INTEGER_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
-}
-_NUMBER_LIMITS = {
-    FieldDescriptor.TYPE_DOUBLE: sys.float_info.max,
-    FieldDescriptor.TYPE_FLOAT: FLOAT32_MAX,
-}
 
 
 class _Invalid(Exception):
@@ -125,7 +107,7 @@ def _number(limit: float) -> _Convert:
 
 def _enum(enum: EnumDescriptor, *, with_zero: bool) -> _Convert:
     names = enum_names(enum)
-    allowed = {name: number for name, number in names.by_name.items() if with_zero or number != 0}
+    allowed = {name: names.by_name[name] for name in names.choices(with_zero=with_zero)}
     must_be = "must be one of: " + ", ".join(allowed)
 
     def convert(value: object) -> object:
@@ -148,8 +130,8 @@ def _converter(field: FieldDescriptor) -> _Convert:
         return _boolean
     if field.type in INTEGER_RANGES:
         return _integer(*INTEGER_RANGES[field.type])
-    if field.type in _NUMBER_LIMITS:
-        return _number(_NUMBER_LIMITS[field.type])
+    if field.type in NUMBER_LIMITS:
+        return _number(NUMBER_LIMITS[field.type])
     raise TypeError(f"{field.full_name}: fields of type {field.type} have no JSON mapping in this gateway")
 
 
@@ -244,40 +226,6 @@ class _MessageDecoder:
             decode_field(message, value, field_path, violations)
 
 
-class _FlatOneofDecoder:
-    """The decoder of a message whose oneof is flattened (flatoneof.py): the type key picks the
-    member; keys of the message's other fields are its own, every other key is the member's.
-    Violations inside the member are named in proto terms (`timeline[1].order_assigned.driver_handle`),
-    a bad or missing type by the key (`timeline[1].type`)."""
-
-    __slots__ = ("members", "must_be", "outer", "type_key")
-
-    def __init__(self, layout: FlatLayout, outer: _MessageDecoder, members: dict[str, DecodeFn]) -> None:
-        self.type_key = layout.flat.type_key
-        self.outer = outer
-        self.members = members
-        self.must_be = "must be one of: " + ", ".join(members)
-
-    def __call__(self, message: Any, data: object, path: str, violations: list[FieldViolation]) -> None:
-        if not isinstance(data, dict):
-            violations.append(FieldViolation(path, MUST_BE_OBJECT))
-            return
-        name = data.get(self.type_key)
-        outer: dict[object, object] = {}
-        inner: dict[object, object] = {}
-        for key, value in data.items():
-            if key != self.type_key:
-                (outer if key in self.outer.fields else inner)[key] = value
-        self.outer(message, outer, path, violations)
-        decode_member = self.members.get(name) if isinstance(name, str) else None
-        if decode_member is None:
-            violations.append(FieldViolation(child_path(path, self.type_key), self.must_be))
-            return
-        member = getattr(message, cast(str, name))
-        member.SetInParent()
-        decode_member(member, inner, child_path(path, name), violations)
-
-
 class JsonDecoder:
     """Decodes JSON values into messages, raising one InvalidArgument with every violation.
 
@@ -287,10 +235,10 @@ class JsonDecoder:
 
     def __init__(
         self,
-        special_cases: Mapping[str, DecodeFn] = SPECIAL_DECODERS,
+        shapes: Mapping[str, MessageShape] = MESSAGE_SHAPES,
         flattened: Mapping[str, FlatOneof] = FLATTENED_ONEOFS,
     ) -> None:
-        self._special_cases = special_cases
+        self._special_cases: dict[str, DecodeFn] = {name: shape.decode for name, shape in shapes.items()}
         self._flattened = flattened
         self._decoders: dict[str, DecodeFn] = {}
         # Decoders being built: reachable for recursive types, published to _decoders when complete.
@@ -349,10 +297,10 @@ class JsonDecoder:
             return special
         flat = self._flattened.get(descriptor.full_name)
         if flat is not None:
-            layout = flat_layout(descriptor, flat)
+            layout = flat.layout(descriptor)
             outer = self._fields_decoder(layout.fields, {})
             members = {name: self.decoder_for(member) for name, member in layout.members}
-            decoder: DecodeFn = _FlatOneofDecoder(layout, outer, members)
+            decoder: DecodeFn = flat.decoder(outer, outer.fields, members)
             self._building[descriptor.full_name] = decoder
             return decoder
         generic = _MessageDecoder()

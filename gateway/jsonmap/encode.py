@@ -9,12 +9,12 @@ per field, no per-field loop or dispatch at run time. The rules of the contract:
   `null` when it carries `(json_null_when_unset) = true`; a field without presence is always written;
   an implicit enum is left out when 0 (`*_UNSPECIFIED`); repeated fields are always written as lists;
 - enums are written by their JSON names (enums.py);
-- the message types of shapes.py are written by their own functions, or by their statements copied
-  into the generated code (timestamps: two fifths of the time of an order, where a call per
-  timestamp would show).
+- the special shapes of shapes.py are written by their own encoders, or by their statements copied
+  into the generated code (timestamps, where a call per timestamp would show), and messages with a
+  flattened oneof by the source their record writes (flatoneof.py).
 
-Measured on the reference order: about 25 µs to a dict and 27 µs to bytes, against 240 µs for
-`json_format.MessageToJson`. What remains is mostly upb attribute access, one C call per field read.
+What remains at run time is mostly upb attribute access, one C call per field read; the figures are
+in the README's performance section.
 """
 
 from __future__ import annotations
@@ -29,10 +29,17 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway.jsonmap.contracts import AnyDescriptor, EncodeFn, InlineEncoder, Json, descriptor_of
+from gateway.jsonmap.contracts import (
+    AnyDescriptor,
+    EncodeFn,
+    InlineEncoder,
+    Json,
+    MessageShape,
+    descriptor_of,
+)
 from gateway.jsonmap.enums import enum_names
-from gateway.jsonmap.flatoneof import FlatLayout, FlatOneof, flat_layout
-from gateway.jsonmap.shapes import FLATTENED_ONEOFS, INLINE_ENCODERS, SPECIAL_ENCODERS
+from gateway.jsonmap.flatoneof import FlatOneof
+from gateway.jsonmap.shapes import FLATTENED_ONEOFS, MESSAGE_SHAPES
 from gateway.protos import annotations_pb2
 
 _UNSUPPORTED_TYPES = {
@@ -72,17 +79,19 @@ class JsonEncoder:
 
     def __init__(
         self,
-        special_cases: Mapping[str, EncodeFn] = SPECIAL_ENCODERS,
+        shapes: Mapping[str, MessageShape] = MESSAGE_SHAPES,
         flattened: Mapping[str, FlatOneof] = FLATTENED_ONEOFS,
-        inline: Mapping[str, InlineEncoder] = INLINE_ENCODERS,
     ) -> None:
-        self._special_cases = special_cases
+        # Read out of the records once, here: generated encoders reach the functions as globals.
+        self._special_cases: dict[str, EncodeFn] = {name: shape.encode for name, shape in shapes.items()}
         self._flattened = flattened
-        self._inline = inline
+        self._inline: dict[str, InlineEncoder] = {
+            name: shape.inline for name, shape in shapes.items() if shape.inline is not None
+        }
         # The globals of the generated source: encoders (`_m<N>`), enum tables (`_e_<name>`), class
         # methods (`_HasField_<name>`) and what inline special cases use.
         self._namespace: dict[str, object] = {"__builtins__": {"getattr": getattr}}
-        for inline_encoder in inline.values():
+        for inline_encoder in self._inline.values():
             self._namespace.update(inline_encoder.globals)
         self._names: dict[str, str] = {}
         self._functions: dict[str, EncodeFn] = {}
@@ -143,8 +152,8 @@ class JsonEncoder:
     def _source(self, descriptor: Descriptor) -> str:
         flat = self._flattened.get(descriptor.full_name)
         if flat is not None:
-            return self._flat_source(descriptor, flat_layout(descriptor, flat))
-        has = self._method(descriptor, "HasField")
+            return flat.encoder_source(descriptor, self)
+        has = self.method(descriptor, "HasField")
         leading: list[str] = []  # unconditional entries before the first conditional one
         body: list[str] = []
         for field in descriptor.fields:
@@ -166,31 +175,7 @@ class JsonEncoder:
             ]
         )
 
-    def _flat_source(self, descriptor: Descriptor, layout: FlatLayout) -> str:
-        """One function for the message and every member, so a member's fields go straight into the
-        one dict: no call, no second dict and no merge per event."""
-        oneof, type_key = layout.flat.oneof, layout.flat.type_key
-        body = [
-            f"k = {self._method(descriptor, 'WhichOneof')}(m, {oneof!r})",
-            f"d = {{}} if k is None else {{{type_key!r}: k}}",
-            *self._statements(layout.fields, "m", self._method(descriptor, "HasField")),
-        ]
-        for index, (name, member) in enumerate(layout.members):
-            member_has = self._method(member, "HasField")
-            body.append(f"{'if' if index == 0 else 'elif'} k == {name!r}:")
-            body.append(f"    e = {_attribute('m', name)}")
-            body += [f"    {line}" for line in self._statements(member.fields, "e", member_has)]
-        return "\n".join(
-            [
-                f"def {self._names[descriptor.full_name]}(m):",
-                f"    # {descriptor.full_name}, oneof {oneof} flattened, named by {type_key!r}",
-                *(f"    {line}" for line in body),
-                "    return d",
-                "",
-            ]
-        )
-
-    def _statements(self, fields: Iterable[FieldDescriptor], source: str, has: str) -> list[str]:
+    def statements(self, fields: Iterable[FieldDescriptor], source: str, has: str) -> list[str]:
         """Statements adding the fields of the message in `source` to the existing dict `d`."""
         statements: list[str] = []
         for field in fields:
@@ -239,13 +224,21 @@ class JsonEncoder:
             return f"{self._enum_table(field.enum_type)}.get({expression}, {expression})"
         return expression
 
-    def _method(self, descriptor: Descriptor, method: str) -> str:
+    def method(self, descriptor: Descriptor, method: str) -> str:
         """A global holding the method of the message class, to be called as `method(message, ...)`:
         upb resolves `message.HasField` by name on every call, which costs more than the call."""
         name = f"_{method}_{descriptor.full_name.replace('.', '_')}"
         if name not in self._namespace:
             self._namespace[name] = getattr(message_factory.GetMessageClass(descriptor), method)
         return name
+
+    def function_name(self, descriptor: Descriptor) -> str:
+        """The global naming the encoder of a message type."""
+        return self._names[descriptor.full_name]
+
+    def attribute(self, source: str, name: str) -> str:
+        """Python reading field `name` of the message in variable `source`."""
+        return _attribute(source, name)
 
     def _enum_table(self, enum: EnumDescriptor) -> str:
         name = f"_e_{enum.full_name.replace('.', '_')}"

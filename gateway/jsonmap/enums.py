@@ -1,7 +1,8 @@
 """Enum values as JSON strings: the value name without the enum's prefix, in lower case.
 
 `ORDER_STATUS_CANCELLED` of `OrderStatus` is `"cancelled"`; `TRACK_MODE_ON_TIME` of `TrackMode` is
-`"on_time"`. The tables are computed once per enum from its descriptor.
+`"on_time"`. The tables are computed once per enum from its descriptor. EnumNames is the enums' record:
+the table the encoder writes from, the choices the decoders accept, and the schema of both.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.jsonmap.contracts import AnyEnumDescriptor, enum_descriptor
+from gateway.jsonmap.contracts import AnyEnumDescriptor, Schema, enum_descriptor
 
 # Word boundaries of a CamelCase name: before an upper-case letter that follows a lower-case letter or a
 # digit, and before the last upper-case letter of an acronym that is followed by a lower-case one
@@ -32,8 +33,14 @@ class EnumNames:
     by_name: dict[str, int]
 
     def choices(self, *, with_zero: bool) -> list[str]:
-        """The names a request may use, for violation messages."""
+        """The names a request may use (and violation messages list). The zero value is never
+        written for an implicit field, so a request may not name it either; where it can be written
+        (repeated, optional) it is a choice."""
         return [name for name, number in self.by_name.items() if with_zero or number != 0]
+
+    def schema(self, *, with_zero: bool) -> Schema:
+        """The JSON Schema of the names: what the encoder writes and the decoder accepts."""
+        return {"type": "string", "enum": self.choices(with_zero=with_zero)}
 
 
 def enum_names(enum: AnyEnumDescriptor) -> EnumNames:

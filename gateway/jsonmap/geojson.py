@@ -2,15 +2,28 @@
 
 A Point is `{"type": "Point", "coordinates": [longitude, latitude]}`; a LineString of tracked positions
 is `{"type": "LineString", "coordinates": [[longitude, latitude, altitude, "<recorded_at>"], ...]}`.
-Ranges (a latitude within -90..90) are a rule of the domain, checked there; this module checks shape.
+Ranges (a latitude within -90..90) are a rule of the domain, checked there; this module checks shape,
+and its request schema states the domain's ranges.
 """
 
 from __future__ import annotations
 
 import math
 
+from google.protobuf import timestamp_pb2
+
 from gateway.domain.errors import FieldViolation
-from gateway.jsonmap.contracts import UNKNOWN_FIELD, Json, child_path, item_path
+from gateway.domain.validation import LATITUDE_RANGE, LONGITUDE_RANGE
+from gateway.jsonmap.contracts import (
+    UNKNOWN_FIELD,
+    Direction,
+    Json,
+    MessageShape,
+    Schema,
+    SchemaBuilder,
+    child_path,
+    item_path,
+)
 from gateway.jsonmap.timestamps import decode_timestamp_into, encode_timestamp
 from gateway.protos import order_pb2
 
@@ -122,3 +135,64 @@ def decode_line_string_into(
             decode_timestamp_into(
                 point.recorded_at, recorded_at, child_path(position_path, "recorded_at"), violations
             )
+
+
+def _geometry_schema(kind: str, coordinates: Schema) -> Schema:
+    return {
+        "type": "object",
+        "properties": {"type": {"const": kind}, "coordinates": coordinates},
+        "required": ["type", "coordinates"],
+        "additionalProperties": False,
+    }
+
+
+def _number(bounds: tuple[float, float] | None = None) -> Schema:
+    schema: Schema = {"type": "number"}
+    if bounds is not None:
+        schema.update(minimum=bounds[0], maximum=bounds[1])
+    return schema
+
+
+def _tuple(items: list[Schema]) -> Schema:
+    """A JSON array of exactly these items."""
+    return {
+        "type": "array",
+        "prefixItems": items,
+        "items": False,
+        "minItems": len(items),
+        "maxItems": len(items),
+    }
+
+
+def point_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
+    """`{"type": "Point", "coordinates": [longitude, latitude]}`. Requests are held to the ranges the
+    domain checks (check_point); responses show stored positions as they are."""
+    if direction is Direction.REQUEST:
+        items = [_number(LONGITUDE_RANGE), _number(LATITUDE_RANGE)]
+    else:
+        items = [_number(), _number()]
+    return _geometry_schema("Point", _tuple(items))
+
+
+def line_string_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
+    """`{"type": "LineString", "coordinates": [[longitude, latitude, altitude, "<timestamp>"], ...]}`;
+    a position without a time has `null` in its place."""
+    timestamp = builder.message_ref(timestamp_pb2.Timestamp.DESCRIPTOR, direction)
+    time = {"anyOf": [timestamp, {"type": "null"}]}
+    return _geometry_schema(
+        "LineString", {"type": "array", "items": _tuple([_number(), _number(), _number(), time])}
+    )
+
+
+POINT = MessageShape(
+    full_name=order_pb2.Point.DESCRIPTOR.full_name,
+    encode=encode_point,
+    decode=decode_point_into,
+    schema=point_schema,
+)
+LINE_STRING = MessageShape(
+    full_name=order_pb2.LineString.DESCRIPTOR.full_name,
+    encode=encode_line_string,
+    decode=decode_line_string_into,
+    schema=line_string_schema,
+)

@@ -17,7 +17,11 @@ from gateway.jsonmap.contracts import (
     MUST_BE_ARRAY,
     MUST_BE_OBJECT,
     MUST_BE_TEXT,
+    Direction,
     Json,
+    MessageShape,
+    Schema,
+    SchemaBuilder,
     child_path,
     is_text,
     item_path,
@@ -168,3 +172,44 @@ def decode_array_into(
         _fill_array(array, data, path, violations, 1)
     except _TooDeep:
         violations.append(FieldViolation(path, NESTED_TOO_DEEPLY))
+
+
+# The schemas are the same both ways, and any JSON: the decoder's one rule beyond JSON (an integer must
+# fit in 64 bits, while `1e30` is a float and welcome) depends on how a number is spelled, which JSON
+# Schema cannot see, as `1e30` is an integer to it. So it is said in words.
+def value_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
+    return {"description": "Any JSON value. Integers must fit in 64 bits."}
+
+
+def object_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
+    return {
+        "type": "object",
+        "description": "Any JSON object, kept exactly as it was given. Integers must fit in 64 bits.",
+    }
+
+
+def array_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
+    return {"type": "array", "description": "Any JSON array. Integers must fit in 64 bits."}
+
+
+JSON_VALUE = MessageShape(
+    full_name=json_pb2.JsonValue.DESCRIPTOR.full_name,
+    encode=encode_value,
+    decode=decode_value_into,
+    schema=value_schema,
+    same_both_ways=True,
+)
+JSON_OBJECT = MessageShape(
+    full_name=json_pb2.JsonObject.DESCRIPTOR.full_name,
+    encode=encode_object,
+    decode=decode_object_into,
+    schema=object_schema,
+    same_both_ways=True,
+)
+JSON_ARRAY = MessageShape(
+    full_name=json_pb2.JsonArray.DESCRIPTOR.full_name,
+    encode=encode_array,
+    decode=decode_array_into,
+    schema=array_schema,
+    same_both_ways=True,
+)

@@ -1,9 +1,9 @@
 """`google.protobuf.Timestamp` as contract text: UTC, ISO 8601, exactly three fractional digits and `Z`.
 
-Formatting sits on the hot path of every response (an order carries two dozen timestamps), so it
-avoids `datetime` and `time.gmtime` (each over a microsecond per call) in favour of integer arithmetic,
-lookup tables of zero-padded digits and a small cache of the date and hour, which repeat across an
-order.
+Formatting sits on the hot path of every response (an order carries many timestamps), so it avoids
+`datetime` and `time.gmtime`, which cost more than the rest of the formatting, in favour of integer
+arithmetic, lookup tables of zero-padded digits and a small cache of the date and hour, which repeat
+across an order.
 Parsing is for request bodies only and favours strictness over speed.
 """
 
@@ -16,10 +16,19 @@ from typing import NoReturn
 from google.protobuf import timestamp_pb2
 
 from gateway.domain.errors import FieldViolation
+from gateway.domain.validation import MAX_TIMESTAMP_S, MIN_TIMESTAMP_S
+from gateway.jsonmap.contracts import (
+    Direction,
+    InlineEncoder,
+    MessageShape,
+    Schema,
+    SchemaBuilder,
+)
 
-# The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-MIN_SECONDS = -62_135_596_800
-MAX_SECONDS = 253_402_300_799
+# The range google.protobuf.Timestamp allows, and the domain's: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59Z.
+MIN_SECONDS = MIN_TIMESTAMP_S
+MAX_SECONDS = MAX_TIMESTAMP_S
 NANOS_PER_SECOND = 1_000_000_000
 _SECONDS_PER_DAY = 86_400
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
@@ -31,16 +40,19 @@ _MINUTES_SECONDS = tuple(f"{minute:02d}:{second:02d}" for minute in range(60) fo
 _MILLIS = tuple(f".{milli:03d}Z" for milli in range(1000))
 
 # RFC 3339 `date-time`: a full date, `T`, a full time with an optional fraction of up to nanosecond
-# precision, and `Z` or a numeric offset. ASCII only: `\d` would otherwise accept any Unicode digit.
+# precision, and `Z` or a numeric offset. `[0-9]`, not `\d`, which is any Unicode digit to Python: the
+# same pattern is the request schema's, for ECMA-262 and Python regex engines alike.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
+# What format_timestamp writes, as a JSON Schema pattern.
+_CONTRACT_TEXT = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"
 
 
 # `YYYY-MM-DDTHH:` by hour since the epoch. The timestamps of one order, and of the orders of a day,
 # share few hours, and computing the date is the slow part of formatting. A plain dict read inline
-# (`.get(...) or _hour_prefix(...)`) is twice as fast as an lru_cache hit; it is bounded by clearing.
+# (`.get(...) or _hour_prefix(...)`) is cheaper than an lru_cache hit; it is bounded by clearing.
 _HOUR_PREFIXES: dict[int, str] = {}
 _MAX_CACHED_HOURS = 8192
 
@@ -72,8 +84,8 @@ def format_timestamp(seconds: int, nanos: int) -> str:
 
 def encode_timestamp(timestamp: timestamp_pb2.Timestamp) -> str:
     """The contract text of a Timestamp message."""
-    # format_timestamp inlined: this runs for every timestamp of every response (two dozen in an
-    # order), and the call would cost a sixth of it.
+    # format_timestamp inlined: this runs for every timestamp of every response, and the call would
+    # be a noticeable part of it.
     seconds = timestamp.seconds
     nanos = timestamp.nanos
     if not (MIN_SECONDS <= seconds <= MAX_SECONDS and 0 <= nanos < NANOS_PER_SECOND):
@@ -85,8 +97,8 @@ def encode_timestamp(timestamp: timestamp_pb2.Timestamp) -> str:
 
 def encode_timestamp_statements(value: str, target: str) -> list[str]:
     """encode_timestamp as statements for generated encoders (encode.py), which assign `target` the
-    text of the Timestamp that the expression `value` reads: timestamps are two fifths of the time
-    it takes to encode an order, and a call is a fifth of each. Names: ENCODE_TIMESTAMP_GLOBALS."""
+    text of the Timestamp that the expression `value` reads: timestamps are a large part of the time
+    it takes to encode an order, and a call a large part of each. Names: ENCODE_TIMESTAMP_GLOBALS."""
     return [
         f"t = {value}",
         "s = t.seconds",
@@ -148,3 +160,31 @@ def decode_timestamp_into(
         else:
             return
     violations.append(FieldViolation(path, MUST_BE_TIMESTAMP))
+
+
+def timestamp_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
+    """What encode_timestamp writes, or what decode_timestamp_into reads."""
+    if direction is Direction.RESPONSE:
+        return {
+            "type": "string",
+            "format": "date-time",
+            "pattern": _CONTRACT_TEXT,
+            "examples": [EXAMPLE],
+            "description": "UTC, ISO 8601, with exactly three fractional digits and `Z`.",
+        }
+    return {
+        "type": "string",
+        "format": "date-time",
+        "pattern": f"^{_RFC3339.pattern}$",
+        "examples": [EXAMPLE],
+        "description": "RFC 3339, with `Z` or an offset, within the years 0001 to 9999 in UTC.",
+    }
+
+
+TIMESTAMP = MessageShape(
+    full_name=timestamp_pb2.Timestamp.DESCRIPTOR.full_name,
+    encode=encode_timestamp,
+    decode=decode_timestamp_into,
+    schema=timestamp_schema,
+    inline=InlineEncoder(encode_timestamp_statements, ENCODE_TIMESTAMP_GLOBALS),
+)

@@ -17,6 +17,14 @@ from gateway.rest.errors import RestError, validation_error
 
 MAX_DEPTH = 64
 
+# The statuses a body is refused with, named for the handlers here and the OpenAPI document.
+BODY_TIMEOUT_STATUS = 408  # it did not arrive in time
+BODY_TOO_LARGE_STATUS = 413  # larger than the limit
+NOT_JSON_STATUS = 415  # its Content-Type is not application/json
+INVALID_BODY_STATUS = 422  # not UTF-8, not strict JSON, nested too deep (validation_error's status)
+CLIENT_GONE_STATUS = 499  # the caller closed the connection first: logged, never received
+BODY_STATUSES = (BODY_TIMEOUT_STATUS, BODY_TOO_LARGE_STATUS, NOT_JSON_STATUS, INVALID_BODY_STATUS)
+
 
 class _DuplicateKey(ValueError):
     pass
@@ -83,11 +91,17 @@ def parse_json(raw: bytes) -> Any:
     return value
 
 
+def _too_large(max_bytes: int) -> RestError:
+    return RestError(
+        BODY_TOO_LARGE_STATUS, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes}
+    )
+
+
 async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: float) -> bytes:
     """The whole body, at most `max_bytes` (else 413), within `timeout_s` (else 408)."""
     length = request.content_length
     if length is not None and length > max_bytes:
-        raise RestError(413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes})
+        raise _too_large(max_bytes)
     if not request.body_exists:
         return b""
     content = request.content
@@ -95,7 +109,7 @@ async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: floa
         # The whole body came with the headers (small bodies always do): no waiting, so no timer.
         body = content.read_nowait()
         if len(body) > max_bytes:
-            raise RestError(413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes})
+            raise _too_large(max_bytes)
         return body
     chunks: list[bytes] = []
     size = 0
@@ -104,19 +118,17 @@ async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: floa
             while chunk := await request.content.readany():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise RestError(
-                        413, f"the body is larger than {max_bytes} bytes", {"max_bytes": max_bytes}
-                    )
+                    raise _too_large(max_bytes)
                 chunks.append(chunk)
     except ConnectionError:
         # The caller went away (or half-closed) before its body was complete: nobody is left to
         # answer, but the access log and metrics say so (499), not an internal failure (500).
         raise RestError(
-            499, "the connection closed before the body arrived", {"reason": "CANCELLED"}
+            CLIENT_GONE_STATUS, "the connection closed before the body arrived", {"reason": "CANCELLED"}
         ) from None
     except TimeoutError:
         raise RestError(
-            408,
+            BODY_TIMEOUT_STATUS,
             f"the body did not arrive within {timeout_s:g} seconds",
             {},
             {"Connection": "close"},
@@ -132,7 +144,7 @@ def require_json_content_type(request: web.BaseRequest) -> None:
     if media_type != "application/json":
         shown = media_type or "none"
         raise RestError(
-            415,
+            NOT_JSON_STATUS,
             f"the body must be application/json (Content-Type was {shown})",
             {"content_type": shown},
         )

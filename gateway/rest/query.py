@@ -10,8 +10,8 @@ from urllib.parse import unquote_to_bytes
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway.jsonmap.decode import INTEGER_RANGES
 from gateway.jsonmap.enums import enum_names
+from gateway.jsonmap.scalars import INTEGER_RANGES
 
 # An integer in the query string: an optional minus and ASCII digits, nothing around them.
 _INTEGER = re.compile(r"-?[0-9]+")

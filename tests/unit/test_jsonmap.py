@@ -13,8 +13,10 @@ from google.protobuf.message import Message
 
 from gateway.domain.errors import FieldViolation, InvalidArgument
 from gateway.jsonmap import JsonDecoder, JsonEncoder, decode, encode, encode_json, prepare
+from gateway.jsonmap.contracts import MessageShape
 from gateway.jsonmap.enums import enum_names, enum_prefix
 from gateway.jsonmap.jsonvalue import MAX_DEPTH
+from gateway.jsonmap.shapes import MESSAGE_SHAPES
 from gateway.jsonmap.timestamps import format_timestamp, parse_timestamp
 from gateway.protos import json_pb2, order_pb2, orders_service_pb2
 
@@ -809,3 +811,18 @@ def test_an_integral_float_is_an_integer_as_json_schema_says() -> None:
     )
     assert request.orders[0].type_index == 2
     assert request.orders[0].capacity_used == 100
+
+
+def test_the_encoder_and_decoder_take_their_special_shapes_from_the_records() -> None:
+    point = MESSAGE_SHAPES[order_pb2.Point.DESCRIPTOR.full_name]
+
+    def decode_pair(message: Any, data: object, path: str, violations: list[FieldViolation]) -> None:
+        message.longitude, message.latitude = data  # type: ignore[misc]
+
+    pair = MessageShape(point.full_name, lambda p: [p.longitude, p.latitude], decode_pair, point.schema)
+    shapes = {**MESSAGE_SHAPES, point.full_name: pair}
+    destination = JsonDecoder(shapes).decode(order_pb2.Destination, {"geometry": [1.5, 2.5]})
+    assert JsonEncoder(shapes).encode(destination) == {"geometry": [1.5, 2.5]}
+    default = encode(destination)  # the shared encoder keeps the contract's GeoJSON
+    assert isinstance(default, dict)
+    assert default["geometry"] == {"type": "Point", "coordinates": [1.5, 2.5]}

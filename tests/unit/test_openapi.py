@@ -26,19 +26,17 @@ from referencing.jsonschema import DRAFT202012
 from gateway.demo import reference_order
 from gateway.domain.tracking import build_orders
 from gateway.jsonmap import decode, encode
-from gateway.jsonmap.shapes import FLATTENED_ONEOFS, SPECIAL_ENCODERS
+from gateway.jsonmap.contracts import Direction
+from gateway.jsonmap.scalars import INTEGER_RANGES
+from gateway.jsonmap.shapes import FLATTENED_ONEOFS, MESSAGE_SHAPES
 from gateway.jsonmap.timestamps import MAX_SECONDS, MIN_SECONDS
 from gateway.observability.metrics import Metrics
+from gateway.openapi import Comments, build_document, openapi_document, openapi_path
+from gateway.openapi.schemas import SchemaRegistry
 from gateway.protos import SERVICE_DESCRIPTOR, json_pb2, orders_service_pb2
-from gateway.rest.errors import error_body, validation_error
-from gateway.rest.openapi import (
-    SPECIAL_SCHEMA_NAMES,
-    Comments,
-    build_document,
-    openapi_document,
-    openapi_path,
-)
-from gateway.rest.ops import ops_routes
+from gateway.rest import body
+from gateway.rest.errors import HTTP_STATUS, error_body, validation_error
+from gateway.rest.ops import OPS_ROUTES, ops_routes
 from gateway.rest.rules import RestCall, rest_calls
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "cancel-order-example.json"
@@ -117,8 +115,49 @@ def test_api_calls_need_basic_credentials_and_ops_routes_none() -> None:
         assert DOCUMENT["paths"][path]["get"]["security"] == []
 
 
-def test_every_special_case_of_the_json_mapping_has_its_schema() -> None:
-    assert set(SPECIAL_ENCODERS) == SPECIAL_SCHEMA_NAMES
+def test_the_schema_of_each_special_shape_is_its_records() -> None:
+    schemas = DOCUMENT["components"]["schemas"]
+    documented_shapes = {"Timestamp", "Point", "LineString", "JsonObject"}  # what the service's messages hold
+    assert documented_shapes <= {name.rsplit(".", 1)[1] for name in MESSAGE_SHAPES}
+    for shape in MESSAGE_SHAPES.values():
+        name = shape.full_name.rsplit(".", 1)[1]
+        assert (name in schemas) == (name in documented_shapes)
+        directions = [Direction.RESPONSE] if shape.same_both_ways else list(Direction)
+        for direction in directions:
+            suffix = "Input" if direction is Direction.REQUEST else ""
+            if name + suffix not in schemas:  # no request carries it
+                continue
+            own = shape.schema(SchemaRegistry(Comments()), direction)
+            documented = {k: v for k, v in schemas[name + suffix].items() if k != "description"}
+            assert documented == {k: v for k, v in own.items() if k != "description"}, name
+
+
+def test_ops_paths_are_the_records_of_ops_routes() -> None:
+    for route in OPS_ROUTES:
+        op = DOCUMENT["paths"][route.path][route.method.lower()]
+        assert op["operationId"] == route.operation_id
+        assert set(op["responses"]) == {str(status) for status in route.responses}
+
+
+def test_error_statuses_are_those_of_the_status_tables() -> None:
+    by_code = {code.name: status for code, status in HTTP_STATUS.items()}
+    responses = DOCUMENT["components"]["responses"]
+    for code, component in [
+        ("UNAUTHENTICATED", "Unauthorized"),
+        ("NOT_FOUND", "NotFound"),
+        ("FAILED_PRECONDITION", "Conflict"),
+        ("INVALID_ARGUMENT", "ValidationFailed"),
+        ("RESOURCE_EXHAUSTED", "TooManyRequests"),
+        ("UNAVAILABLE", "Unavailable"),
+        ("DEADLINE_EXCEEDED", "GatewayTimeout"),
+    ]:
+        assert component in responses
+        for call in CALLS:
+            listed = operation(call)["responses"].get(str(by_code[code]))
+            assert listed is None or listed == {"$ref": f"#/components/responses/{component}"}
+    for call in CALLS:
+        if call.body:
+            assert {str(s) for s in body.BODY_STATUSES} <= set(operation(call)["responses"])
 
 
 # --- one operation per REST call ------------------------------------------------------------------
@@ -270,12 +309,6 @@ def test_what_may_be_absent_or_null() -> None:
 
 # Arbitrary messages of every type a response reaches, driven by the descriptors, encoded by the real
 # encoder: whatever it writes must validate against the schema of the message.
-_INTEGER_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-}
 _JSON_VALUES: st.SearchStrategy[Any] = st.recursive(
     st.none()
     | st.booleans()
@@ -312,7 +345,7 @@ def _scalars(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return st.booleans()
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return st.floats(allow_nan=False, allow_infinity=False, width=32)
-    low, high = _INTEGER_RANGES[field.type]
+    low, high = INTEGER_RANGES[field.type]
     return st.integers(low, high)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 
-from gateway.domain.tracking import HandleHistory, build_orders
+from gateway.calls.orders import insertion_of
+from gateway.domain.tracking import build_orders, handle_histories
 from gateway.protos import order_pb2, orders_service_pb2
-from gateway.store.base import OrderStore
+from gateway.store.base import HandleRow, Insertion, OrderStore
 
 BATCH = 1000
 _DESTINATION = order_pb2.Destination(
@@ -29,9 +30,10 @@ async def seed_orders(store: OrderStore, account_id: str, count: int, prefix: st
     for start in range(0, count, BATCH):
         handles = [f"{prefix}{i}" for i in range(start, min(start + BATCH, count))]
 
-        def build(
-            history: Mapping[str, HandleHistory], handles: list[str] = handles
-        ) -> list[order_pb2.Order]:
+        def decide(
+            rows: Sequence[HandleRow], handles: list[str] = handles
+        ) -> Insertion[list[order_pb2.Order]]:
+            history = handle_histories(rows)
             request = orders_service_pb2.TrackOrdersRequest(
                 worker_handle="load-worker", track_mode=order_pb2.TRACK_MODE_ON_TIME
             )
@@ -39,14 +41,15 @@ async def seed_orders(store: OrderStore, account_id: str, count: int, prefix: st
                 past = history.get(handle)
                 if past is None or past.open_status is None:
                     request.orders.add(order_handle=handle, destination=_DESTINATION)
-            return build_orders(
+            orders = build_orders(
                 request,
                 history,
                 now_ms=time.time_ns() // 1_000_000,
                 route_handle=str(uuid.uuid4()),
                 new_share_url=lambda: "https://trck.at/load",
             )
+            return insertion_of(orders)
 
-        orders = await store.track_orders(account_id, handles, build, deadline=time.monotonic() + 60)
+        orders = await store.track_orders(account_id, handles, decide, deadline=time.monotonic() + 60)
         created += len(orders)
     return created

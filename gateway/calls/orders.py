@@ -1,21 +1,34 @@
-"""The order calls: validate, name the record, apply the domain rule in one store transaction."""
+"""The order calls, each read top to bottom: validate the request, name the record, decide, answer.
+
+The decision is a plain function of the domain rules (which record, which transition, which event)
+that the store runs inside its transaction, on the records it has just read and locked; the store
+writes what the decision asks for, or nothing, and answers once that is committed.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol
 
 from gateway.domain import lifecycle
 from gateway.domain.errors import FieldViolation, invalid
-from gateway.domain.targets import OrderQuery
-from gateway.domain.tracking import build_orders, validate_track_request
+from gateway.domain.targets import OrderQuery, resolve_target
+from gateway.domain.tracking import build_orders, handle_histories, validate_track_request
 from gateway.domain.validation import check_metadata, check_query
 from gateway.protos import json_pb2, order_pb2, orders_service_pb2
-from gateway.store.base import OrderStore
+from gateway.store.base import (
+    Decision,
+    HandleRow,
+    Insertion,
+    NewRecord,
+    OrderStore,
+    RecordWrite,
+    StoredRecord,
+)
 
 Rule = Callable[[order_pb2.Order, json_pb2.JsonObject, int], bool]
 SHARE_URL_BASE = "https://trck.at/"
@@ -40,6 +53,13 @@ class TargetedRequest(Protocol):
     def HasField(self, field_name: str) -> bool: ...
 
 
+ChangeRequest = (
+    orders_service_pb2.CancelOrderRequest
+    | orders_service_pb2.CompleteOrderRequest
+    | orders_service_pb2.DisableOrderRequest
+)
+
+
 def query_of(request: TargetedRequest) -> OrderQuery:
     """The record a request names, validated; raises InvalidArgument."""
     query = OrderQuery(
@@ -50,6 +70,68 @@ def query_of(request: TargetedRequest) -> OrderQuery:
     )
     check_query(query)
     return query
+
+
+def metadata_update(request: ChangeRequest) -> json_pb2.JsonObject:
+    """The metadata a change merges into the order, validated; raises InvalidArgument."""
+    if request.update.HasField("metadata"):
+        violations: list[FieldViolation] = []
+        check_metadata("update.metadata", request.update.metadata, violations)
+        if violations:
+            raise invalid("INVALID_ARGUMENT", violations)
+    return request.update.metadata
+
+
+def decide_change(
+    rule: Rule,
+    query: OrderQuery,
+    update: json_pb2.JsonObject,
+    now_ms: int,
+    records: Sequence[StoredRecord],
+) -> Decision[order_pb2.Order]:
+    """Inside the store's transaction: the order `query` names among its handle's `records`, after
+    `rule`, and its write, if the rule changed it (a retried cancel writes nothing, adds no event).
+
+    Raises NotFound or InvalidArgument (no record, or an ambiguous one) and whatever `rule` refuses
+    with (FailedPrecondition): the store then writes nothing.
+    """
+    record = resolve_target(query, records)
+    order = order_pb2.Order.FromString(record.body)
+    if not rule(order, update, now_ms):
+        return Decision(order)
+    return Decision(order, RecordWrite(record.row_id, order.status, order.SerializeToString()))
+
+
+def insertion_of(orders: list[order_pb2.Order]) -> Insertion[list[order_pb2.Order]]:
+    """The records that keep `orders`, with the orders themselves as the answer."""
+    records = [
+        NewRecord(
+            o.order_handle, o.type, o.type_index, o.fulfillment_attempt, o.status, o.SerializeToString()
+        )
+        for o in orders
+    ]
+    return Insertion(orders, records)
+
+
+def decide_track(
+    request: orders_service_pb2.TrackOrdersRequest,
+    now_ms: int,
+    route_handle: str,
+    new_share_url: Callable[[], str],
+    rows: Sequence[HandleRow],
+) -> Insertion[list[order_pb2.Order]]:
+    """Inside the store's transaction: the new records of a route, from the handles' existing `rows`.
+
+    Raises AlreadyExists when a handle has an open record: the store then writes nothing.
+    """
+    orders = build_orders(
+        request,
+        handle_histories(rows),
+        now_ms=now_ms,
+        route_handle=route_handle,
+        new_share_url=new_share_url,
+    )
+    return insertion_of(orders)
 
 
 def _now_ms() -> int:
@@ -83,29 +165,18 @@ class OrderCalls:
     async def get_order(
         self, account_id: str, request: orders_service_pb2.GetOrderRequest, deadline: float
     ) -> order_pb2.Order:
-        return await self.store.get_order(account_id, query_of(request), deadline=deadline)
+        query = query_of(request)
+        records = await self.store.read_records(account_id, query.order_handle, deadline=deadline)
+        return order_pb2.Order.FromString(resolve_target(query, records).body)
 
     async def _change(
-        self,
-        rule: Rule,
-        account_id: str,
-        request: orders_service_pb2.CancelOrderRequest
-        | orders_service_pb2.CompleteOrderRequest
-        | orders_service_pb2.DisableOrderRequest,
-        deadline: float,
+        self, rule: Rule, account_id: str, request: ChangeRequest, deadline: float
     ) -> order_pb2.Order:
+        """Cancel, complete or disable, by `rule`: the one flow of the three calls."""
         query = query_of(request)
-        if request.update.HasField("metadata"):
-            violations: list[FieldViolation] = []
-            check_metadata("update.metadata", request.update.metadata, violations)
-            if violations:
-                raise invalid("INVALID_ARGUMENT", violations)
-        update, now_ms = request.update.metadata, self._clock()
-
-        def change(order: order_pb2.Order) -> bool:
-            return rule(order, update, now_ms)
-
-        return await self.store.change_order(account_id, query, change, deadline=deadline)
+        update = metadata_update(request)
+        decide = partial(decide_change, rule, query, update, self._clock())
+        return await self.store.change_order(account_id, query.order_handle, decide, deadline=deadline)
 
     async def cancel_order(
         self, account_id: str, request: orders_service_pb2.CancelOrderRequest, deadline: float
@@ -127,15 +198,9 @@ class OrderCalls:
     ) -> orders_service_pb2.TrackOrdersResponse:
         validate_track_request(request)
         route_handle = self._new_route_handle()
-        build = partial(
-            build_orders,
-            request,
-            now_ms=self._clock(),
-            route_handle=route_handle,
-            new_share_url=self._new_share_url,
-        )
+        decide = partial(decide_track, request, self._clock(), route_handle, self._new_share_url)
         handles = list(dict.fromkeys(new.order_handle for new in request.orders))
-        orders = await self.store.track_orders(account_id, handles, build, deadline=deadline)
+        orders = await self.store.track_orders(account_id, handles, decide, deadline=deadline)
         return orders_service_pb2.TrackOrdersResponse(
             route_handle=route_handle, status=orders_service_pb2.ROUTE_STATUS_TRACKING, orders=orders
         )

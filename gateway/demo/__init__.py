@@ -9,16 +9,17 @@ open drop-offs. Existing orders are never touched: a restart keeps every change.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from importlib import resources
 
 import orjson
 
-from gateway.domain.tracking import HandleHistory, build_orders
+from gateway.calls.credentials import hash_secret
+from gateway.calls.orders import insertion_of
+from gateway.domain.tracking import build_orders
 from gateway.jsonmap import decode
 from gateway.protos import order_pb2, orders_service_pb2
-from gateway.calls.credentials import hash_secret
-from gateway.store.base import OrderStore
+from gateway.store.base import HandleRow, Insertion, OrderStore
 
 DEMO_ACCOUNT = "demo"
 DEMO_SECRET = "demo-secret"
@@ -51,12 +52,13 @@ async def install_demo(store: OrderStore) -> None:
     route = _demo_route()
     handles = [REFERENCE_ORDER, *dict.fromkeys(o.order_handle for o in route.orders)]
 
-    def build(history: Mapping[str, HandleHistory]) -> list[order_pb2.Order]:
-        orders = [] if REFERENCE_ORDER in history else [reference_order()]
+    def decide(rows: Sequence[HandleRow]) -> Insertion[list[order_pb2.Order]]:
+        existing = {row.order_handle for row in rows}
+        orders = [] if REFERENCE_ORDER in existing else [reference_order()]
         missing = orders_service_pb2.TrackOrdersRequest()
         missing.CopyFrom(route)
         del missing.orders[:]
-        missing.orders.extend(o for o in route.orders if o.order_handle not in history)
+        missing.orders.extend(o for o in route.orders if o.order_handle not in existing)
         if missing.orders:
             orders += build_orders(
                 missing,
@@ -65,6 +67,6 @@ async def install_demo(store: OrderStore) -> None:
                 route_handle="0b0c2a4e-5a3f-4d8e-9f6a-2b1d3c4e5f60",
                 new_share_url=lambda: "https://trck.at/demo",
             )
-        return orders
+        return insertion_of(orders)
 
-    await store.track_orders(DEMO_ACCOUNT, handles, build, deadline=time.monotonic() + 30)
+    await store.track_orders(DEMO_ACCOUNT, handles, decide, deadline=time.monotonic() + 30)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.domain.errors import AlreadyExists, FieldViolation, invalid
-from gateway.domain.lifecycle import DEFAULT_RADIUS_M
+from gateway.domain.lifecycle import DEFAULT_RADIUS_M, is_open
 from gateway.domain.text import status_name
 from gateway.domain.validation import (
     MAX_ORDERS_PER_ROUTE,
@@ -27,10 +27,21 @@ OrderType = order_pb2.OrderType
 
 @dataclass(frozen=True, slots=True)
 class HandleHistory:
-    """What the store knows of a handle: its latest attempt and an open record, if any."""
+    """What is known of a handle's records: its latest attempt and an open record's status, if any."""
 
     latest_attempt: int | None
     open_status: int | None = None
+
+
+def handle_histories(rows: Iterable[tuple[str, int, int]]) -> dict[str, HandleHistory]:
+    """What is known of each handle from the (handle, attempt, status) of its existing records."""
+    latest: dict[str, int] = {}
+    open_status: dict[str, int] = {}
+    for handle, attempt, status in rows:
+        latest[handle] = max(attempt, latest.get(handle, attempt))
+        if is_open(status):
+            open_status.setdefault(handle, status)
+    return {h: HandleHistory(latest[h], open_status.get(h)) for h in latest}
 
 
 def validate_track_request(request: orders_service_pb2.TrackOrdersRequest) -> None:

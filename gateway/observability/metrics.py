@@ -9,22 +9,15 @@ take a lock per update and walk the buckets in Python: 3.5 of the 26 µs of an i
 from __future__ import annotations
 
 import itertools
-import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar, cast
+from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-
-from gateway.domain.targets import OrderQuery
-from gateway.protos import order_pb2
-from gateway.store.base import BuildOrders, OrderChange, OrderStore
-
-T = TypeVar("T")
 
 # How prometheus_client writes an `le` bound (it is untyped).
 _le = cast(Callable[[float], str], floatToGoString)
@@ -151,49 +144,3 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-class InstrumentedStore:
-    """An OrderStore that times each operation of the store it wraps."""
-
-    def __init__(self, store: OrderStore, metrics: Metrics) -> None:
-        self._store = store
-        self._metrics = metrics
-
-    async def _timed(self, operation: str, work: Callable[[], Awaitable[T]]) -> T:
-        started = time.perf_counter()
-        try:
-            return await work()
-        finally:
-            self._metrics.observe_store(operation, time.perf_counter() - started)
-
-    async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order:
-        return await self._timed(
-            "get_order", lambda: self._store.get_order(account_id, query, deadline=deadline)
-        )
-
-    async def change_order(
-        self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float
-    ) -> order_pb2.Order:
-        return await self._timed(
-            "change_order", lambda: self._store.change_order(account_id, query, change, deadline=deadline)
-        )
-
-    async def track_orders(
-        self, account_id: str, handles: Sequence[str], build: BuildOrders, *, deadline: float
-    ) -> list[order_pb2.Order]:
-        return await self._timed(
-            "track_orders", lambda: self._store.track_orders(account_id, handles, build, deadline=deadline)
-        )
-
-    async def account_secret_hash(self, account_id: str) -> bytes | None:
-        return await self._timed("account_secret_hash", lambda: self._store.account_secret_hash(account_id))
-
-    async def create_account(self, account_id: str, secret_hash: bytes) -> bool:
-        return await self._store.create_account(account_id, secret_hash)
-
-    async def ping(self) -> None:
-        await self._timed("ping", self._store.ping)
-
-    async def close(self) -> None:
-        await self._store.close()

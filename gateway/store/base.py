@@ -1,36 +1,28 @@
-"""The store interface the service depends on, and the rules every store applies alike.
+"""The store interface: records of accounts and orders, and atomic transactions over them.
 
-A store keeps each order record as its serialized `Order` message beside the columns
-that address it (account, handle, type, type index, attempt) and its status. Every
-change is one transaction: find the handle's records, let the domain choose the one
-the call names and change it, write it back, or leave everything untouched.
+A store keeps each order record as its serialized `Order` message (`body`) beside the
+columns that address it (account, handle, type, type index, attempt) and its status.
+It knows no order rules. A change is one transaction: the store reads the records of a
+handle (locked against other writers), hands them to the caller's decision, a plain
+function run inside the transaction, and writes what the decision asks for, or nothing.
+If the decision raises, nothing is written and the caller hears that very error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
-from gateway.domain.lifecycle import is_open
-from gateway.domain.targets import OrderQuery, resolve_target
-from gateway.domain.tracking import HandleHistory
-from gateway.protos import order_pb2
-
-OrderChange = Callable[[order_pb2.Order], bool]
-"""Changes an order in place; returns whether anything changed. May raise an OrderError."""
+T = TypeVar("T")
 
 ANSWER_MARGIN_S = 0.02
 """How long before its deadline a call stops waiting on a busy database, for its 503 to reach the
 caller in time: a wait that ends at or past the deadline lets the caller's own timer fire first (504)."""
 
-BuildOrders = Callable[[Mapping[str, HandleHistory]], list[order_pb2.Order]]
-"""Builds new records from what the store knows of their handles. May raise an OrderError."""
 
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """One row of the orders table: the columns that address it and the serialized order."""
+class StoredRecord(NamedTuple):
+    """One row of the orders table, as a change reads it: the columns that address it and its body."""
 
     row_id: int
     type: int
@@ -40,18 +32,81 @@ class StoredRecord:
     body: bytes
 
 
-class OrderStore(Protocol):
-    """Accounts and orders. `deadline` is a `time.monotonic()` instant for retries of busy writes."""
+class HandleRow(NamedTuple):
+    """What a track reads of each existing record of its handles."""
 
-    async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order: ...
+    order_handle: str
+    fulfillment_attempt: int
+    status: int
+
+
+class RecordWrite(NamedTuple):
+    """The new status and body of one of the records a decision was shown (named by its `row_id`)."""
+
+    row_id: int
+    status: int
+    body: bytes
+
+
+class NewRecord(NamedTuple):
+    """A record to create: the columns that address it, its status and its body."""
+
+    order_handle: str
+    type: int
+    type_index: int
+    fulfillment_attempt: int
+    status: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class Decision(Generic[T]):
+    """What a change decided inside its transaction: the caller's `answer`, and the write, if any."""
+
+    answer: T
+    write: RecordWrite | None = None
+
+
+@dataclass(slots=True)
+class Insertion(Generic[T]):
+    """What a track decided inside its transaction: the caller's `answer`, and the records to create."""
+
+    answer: T
+    records: Sequence[NewRecord]
+
+
+Decide = Callable[[Sequence[StoredRecord]], Decision[T]]
+"""Given every record of a handle, decides the change. Runs inside the transaction; may raise."""
+
+DecideInsertion = Callable[[Sequence[HandleRow]], Insertion[T]]
+"""Given the existing records of the handles, decides what to create. Runs inside the transaction;
+may raise."""
+
+
+class OrderStore(Protocol):
+    """Accounts and order records. `deadline` is a `time.monotonic()` instant for retries of busy
+    writes. The store raises only `Unavailable` of its own; a decision's error passes through as is."""
+
+    async def read_records(
+        self, account_id: str, order_handle: str, *, deadline: float
+    ) -> list[StoredRecord]:
+        """Every record of the handle (none: an empty list)."""
+        ...
 
     async def change_order(
-        self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float
-    ) -> order_pb2.Order: ...
+        self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
+    ) -> T:
+        """In one transaction, with the handle's records locked: `decide(records)`, then its write.
+        Returns the decision's answer once the write is committed."""
+        ...
 
     async def track_orders(
-        self, account_id: str, handles: Sequence[str], build: BuildOrders, *, deadline: float
-    ) -> list[order_pb2.Order]: ...
+        self, account_id: str, handles: Sequence[str], decide: DecideInsertion[T], *, deadline: float
+    ) -> T:
+        """In one transaction, with the handles locked (even those without a record yet):
+        `decide(rows)` on the rows of those handles, then the records it asks for are inserted.
+        Returns the decision's answer once they are committed."""
+        ...
 
     async def account_secret_hash(self, account_id: str) -> bytes | None: ...
 
@@ -64,28 +119,3 @@ class OrderStore(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def choose_and_change(
-    query: OrderQuery, records: Sequence[StoredRecord], change: OrderChange
-) -> tuple[StoredRecord, order_pb2.Order, bool]:
-    """Within a transaction: the record `query` names, the order after `change`, and whether it changed."""
-    record = resolve_target(query, records)
-    order = order_pb2.Order.FromString(record.body)
-    return record, order, change(order)
-
-
-def histories(rows: Iterable[tuple[str, int, int]]) -> dict[str, HandleHistory]:
-    """What is known of each handle from its (handle, attempt, status) rows."""
-    latest: dict[str, int] = {}
-    open_status: dict[str, int] = {}
-    for handle, attempt, status in rows:
-        latest[handle] = max(attempt, latest.get(handle, attempt))
-        if is_open(status):
-            open_status.setdefault(handle, status)
-    return {h: HandleHistory(latest[h], open_status.get(h)) for h in latest}
-
-
-def record_key(order: order_pb2.Order) -> tuple[str, int, int, int]:
-    """The columns that address a record, taken from the order itself."""
-    return (order.order_handle, order.type, order.type_index, order.fulfillment_attempt)

@@ -1,24 +1,22 @@
 """When a group commit runs: at the next turn of the event loop, or up to a millisecond later.
 
 Under gRPC load, grpc.aio hands the servicer one call per loop turn, so a batch that runs at the
-next turn holds one write (1.15 on average under ghz -c32): every call pays a whole transaction,
-and the loop, going round once per call, answers the calls one at a time. Letting a batch start
-at most once per COMMIT_INTERVAL_S under load made batches of about 5 writes and took gRPC from
-about 3,800 to 5,100 cancels/s on 2 cores (issue 5): the loop keeps advancing the other calls
-while the batch waits, and they join it.
+next turn holds about one write: every call pays a whole transaction, and the loop, going round
+once per call, answers the calls one at a time. Letting a batch start at most once per
+COMMIT_INTERVAL_S under load makes batches of several writes: the loop keeps advancing the other
+calls while the batch waits, and they join it. (The README's performance section has the figures.)
 
 Waiting pays only when the event loop is saturated. A client with a few calls in flight puts
-them all in the batch at once, and the loop then idles until the timer (ghz -c4: 3,300 -> 1,900
-cancels/s); at half the maximum rate every write would be a millisecond later for no gain. So
-after each wait the pacer looks at how much of it the loop's thread spent running or ready to run
-(LoopThreadDemand), and paces only while that share, over the recent waits, stays at least
-SATURATED: measured on 2 cores, 0.89 under ghz -c32, 0.48 at half that rate, 0.29 under ghz -c4.
-The share is a ratio of moving sums (each keeps 1 - DEMAND_DECAY of itself per wait), so a long
-wait weighs more than a short one, and one odd wait does not decide. Once it stops, the pacer
-tries again PROBE_INTERVAL_S later. A write that comes after a quiet spell (more than
-COMMIT_INTERVAL_S after the last batch began) never waits.
+them all in the batch at once, and the loop then idles until the timer; well below the maximum
+rate every write would be a millisecond later for no gain. So after each wait the pacer looks at
+how much of it the loop's thread spent running or ready to run (LoopThreadDemand), and paces only
+while that share, over the recent waits, stays at least SATURATED, a bound that sits between the
+share measured under a saturating load and the share at half its rate. The share is a ratio of
+moving sums (each keeps 1 - DEMAND_DECAY of itself per wait), so a long wait weighs more than a
+short one, and one odd wait does not decide. Once it stops, the pacer tries again
+PROBE_INTERVAL_S later. A write that comes after a quiet spell (more than COMMIT_INTERVAL_S after
+the last batch began) never waits.
 """
-
 from __future__ import annotations
 
 import math

@@ -4,12 +4,12 @@ Many gateway processes may share one database, so every write relies on locks th
 server holds, never on anything in this process:
 
 - a change locks the rows of its handle (`SELECT ... FOR UPDATE`, in id order so
-  that two writers always queue the same way) before the domain looks at them; a
+  that two writers always queue the same way) before its decision looks at them; a
   second writer waits, then reads the first one's committed row, so an update is
   never lost and an idempotent rule (cancel twice) never adds a second event;
 - a track first takes a transaction-scoped advisory lock per handle, which exists
   even when the handle has no row yet, so two tracks of the same new handle queue
-  and the second one sees the first's record: the domain rule then refuses it
+  and the second one sees the first's record: its decision then refuses it
   (ALREADY_EXISTS), exactly as it does when the calls come one after the other.
 
 READ COMMITTED is enough under those locks; a deadlock (or a serialization failure
@@ -36,17 +36,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from gateway.domain.errors import AlreadyExists, Unavailable
-from gateway.domain.targets import OrderQuery, resolve_target
-from gateway.protos import order_pb2
-from gateway.store.base import (
-    ANSWER_MARGIN_S,
-    BuildOrders,
-    OrderChange,
-    StoredRecord,
-    choose_and_change,
-    histories,
-    record_key,
-)
+from gateway.store.base import ANSWER_MARGIN_S, Decide, DecideInsertion, HandleRow, StoredRecord
 from gateway.store.postgres_schema import migrate
 
 T = TypeVar("T")
@@ -317,65 +307,59 @@ class PostgresStore:
         await connection.execute("COMMIT", timeout=_timeout(deadline, MIN_COMMIT_S))
         return result
 
-    async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order:
+    async def read_records(
+        self, account_id: str, order_handle: str, *, deadline: float
+    ) -> list[StoredRecord]:
         async def work(connection: Any, deadline: float) -> list[StoredRecord]:
             rows = await connection.fetch(
-                _SELECT_RECORDS, account_id, query.order_handle, timeout=_timeout(deadline)
+                _SELECT_RECORDS, account_id, order_handle, timeout=_timeout(deadline)
             )
-            return [StoredRecord(*row) for row in rows]
+            return [StoredRecord._make(row) for row in rows]
 
-        records = await self._call(work, deadline, write=False)
-        return order_pb2.Order.FromString(resolve_target(query, records).body)
+        return await self._call(work, deadline, write=False)
 
     async def change_order(
-        self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float
-    ) -> order_pb2.Order:
-        async def work(connection: Any, deadline: float) -> order_pb2.Order:
+        self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
+    ) -> T:
+        async def work(connection: Any, deadline: float) -> T:
             rows = await connection.fetch(
-                _SELECT_RECORDS + " FOR UPDATE", account_id, query.order_handle, timeout=_timeout(deadline)
+                _SELECT_RECORDS + " FOR UPDATE", account_id, order_handle, timeout=_timeout(deadline)
             )
-            record, order, changed = choose_and_change(query, [StoredRecord(*row) for row in rows], change)
-            if changed:
+            decision = decide([StoredRecord._make(row) for row in rows])
+            write = decision.write
+            if write is not None:
                 await connection.execute(
                     "UPDATE orders SET status = $1, body = $2, updated_at_ms = $3 WHERE id = $4",
-                    order.status,
-                    order.SerializeToString(),
+                    write.status,
+                    write.body,
                     _now_ms(),
-                    record.row_id,
+                    write.row_id,
                     timeout=_timeout(deadline),
                 )
-            return order
+            return decision.answer
 
         return await self._call(work, deadline, write=True)
 
     async def track_orders(
-        self, account_id: str, handles: Sequence[str], build: BuildOrders, *, deadline: float
-    ) -> list[order_pb2.Order]:
+        self, account_id: str, handles: Sequence[str], decide: DecideInsertion[T], *, deadline: float
+    ) -> T:
         keys = handle_lock_keys(account_id, handles)
 
-        async def work(connection: Any, deadline: float) -> list[order_pb2.Order]:
+        async def work(connection: Any, deadline: float) -> T:
             await connection.execute(
                 _LOCK_HANDLES, [k for k, _ in keys], [k for _, k in keys], timeout=_timeout(deadline)
             )
             rows = await connection.fetch(
                 _SELECT_HISTORY, account_id, list(handles), timeout=_timeout(deadline)
             )
-            orders = build(histories((row[0], row[1], row[2]) for row in rows))
-            if orders:
-                keyed = [record_key(o) for o in orders]
+            insertion = decide([HandleRow._make(row) for row in rows])
+            if insertion.records:
+                # One array per column, in NewRecord's order: handle, type, index, attempt, status, body.
+                columns = [list(column) for column in zip(*insertion.records, strict=True)]
                 await connection.execute(
-                    _INSERT_ORDERS,
-                    account_id,
-                    [k[0] for k in keyed],
-                    [k[1] for k in keyed],
-                    [k[2] for k in keyed],
-                    [k[3] for k in keyed],
-                    [o.status for o in orders],
-                    [o.SerializeToString() for o in orders],
-                    _now_ms(),
-                    timeout=_timeout(deadline),
+                    _INSERT_ORDERS, account_id, *columns, _now_ms(), timeout=_timeout(deadline)
                 )
-            return orders
+            return insertion.answer
 
         return await self._call(work, deadline, write=True)
 

@@ -24,16 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.domain.errors import Unavailable
-from gateway.domain.targets import OrderQuery, resolve_target
-from gateway.protos import order_pb2
-from gateway.store.base import (
-    BuildOrders,
-    OrderChange,
-    StoredRecord,
-    choose_and_change,
-    histories,
-    record_key,
-)
+from gateway.store.base import Decide, DecideInsertion, HandleRow, StoredRecord
 from gateway.store.sqlite_batch import WriteBatcher
 from gateway.store.sqlite_schema import migrate
 
@@ -49,6 +40,11 @@ TRUNCATE_WAIT_MS = 1000
 _SELECT_RECORDS = (
     "SELECT id, type, type_index, fulfillment_attempt, status, body FROM orders"
     " WHERE account_id = ? AND order_handle = ?"
+)
+_UPDATE_RECORD = "UPDATE orders SET status = ?, body = ?, updated_at_ms = ? WHERE id = ?"
+_INSERT_RECORD = (
+    "INSERT INTO orders (account_id, order_handle, type, type_index, fulfillment_attempt,"
+    " status, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -142,49 +138,42 @@ class SqliteStore:
 
     def _records(self, account_id: str, handle: str) -> list[StoredRecord]:
         rows = self._db.execute(_SELECT_RECORDS, (account_id, handle)).fetchall()
-        return [StoredRecord(*row) for row in rows]
+        return [StoredRecord._make(row) for row in rows]
 
-    async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order:
+    async def read_records(
+        self, account_id: str, order_handle: str, *, deadline: float
+    ) -> list[StoredRecord]:
         try:
-            records = self._records(account_id, query.order_handle)
+            return self._records(account_id, order_handle)
         except sqlite3.OperationalError as error:
             raise Unavailable("STORE_UNAVAILABLE", "the database cannot be read") from error
-        return order_pb2.Order.FromString(resolve_target(query, records).body)
 
     async def change_order(
-        self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float
-    ) -> order_pb2.Order:
-        def work(db: sqlite3.Connection) -> order_pb2.Order:
-            record, order, changed = choose_and_change(
-                query, self._records(account_id, query.order_handle), change
-            )
-            if changed:
-                db.execute(
-                    "UPDATE orders SET status = ?, body = ?, updated_at_ms = ? WHERE id = ?",
-                    (order.status, order.SerializeToString(), _now_ms(), record.row_id),
-                )
-            return order
+        self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
+    ) -> T:
+        def work(db: sqlite3.Connection) -> T:
+            decision = decide(self._records(account_id, order_handle))
+            write = decision.write
+            if write is not None:
+                db.execute(_UPDATE_RECORD, (write.status, write.body, _now_ms(), write.row_id))
+            return decision.answer
 
         return await self._write(work, deadline)
 
     async def track_orders(
-        self, account_id: str, handles: Sequence[str], build: BuildOrders, *, deadline: float
-    ) -> list[order_pb2.Order]:
-        def work(db: sqlite3.Connection) -> list[order_pb2.Order]:
+        self, account_id: str, handles: Sequence[str], decide: DecideInsertion[T], *, deadline: float
+    ) -> T:
+        def work(db: sqlite3.Connection) -> T:
             marks = ",".join("?" * len(handles))
             rows = db.execute(
                 "SELECT order_handle, fulfillment_attempt, status FROM orders"
                 f" WHERE account_id = ? AND order_handle IN ({marks})",
                 (account_id, *handles),
             ).fetchall()
-            orders = build(histories(rows))
+            insertion = decide([HandleRow._make(row) for row in rows])
             now = _now_ms()
-            db.executemany(
-                "INSERT INTO orders (account_id, order_handle, type, type_index, fulfillment_attempt,"
-                " status, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(account_id, *record_key(o), o.status, o.SerializeToString(), now, now) for o in orders],
-            )
-            return orders
+            db.executemany(_INSERT_RECORD, [(account_id, *record, now, now) for record in insertion.records])
+            return insertion.answer
 
         return await self._write(work, deadline)
 

@@ -1,13 +1,13 @@
 """Group commit for the SQLite store: the writes that arrive together share one transaction.
 
 A write transaction costs its BEGIN IMMEDIATE (taking the file lock) and its COMMIT (appending
-every page it changed to the write-ahead log) whatever it holds; under load those two were a
-fifth of the CPU of a REST cancel. So a write is not run at once: it joins a batch, and the
+every page it changed to the write-ahead log) whatever it holds; under load those two are a
+large share of the CPU of a cancel. So a write is not run at once: it joins a batch, and the
 batch runs as soon as the event loop has let every ready request reach its own write (under
 load, up to a millisecond later, while the loop advances other calls: see commit_pacing.py).
-All of a batch runs between one BEGIN and one COMMIT, each write inside a SAVEPOINT of its own, so one
-that fails (an unknown order, a state that forbids the change) is rolled back alone and the
-others still commit. No write is answered before the COMMIT that holds it: what a caller is
+All of a batch runs between one BEGIN and one COMMIT, each write inside a SAVEPOINT of its own, so
+one that fails (its decision refused: an unknown order, a state that forbids the change) is rolled
+back alone and the others still commit. No write is answered before the COMMIT that holds it: what a caller is
 told has happened is on disk (as far as `synchronous=NORMAL` puts it there), and a COMMIT that
 fails is reported to every write of its batch, of which nothing was kept.
 
@@ -146,7 +146,7 @@ class WriteBatcher:
                     self._db.execute("RELEASE write")
                 if isinstance(error, sqlite3.Error):
                     _fail([write], _not_written, error)
-                else:  # a rule of the change refused it: the caller hears that very error
+                else:  # the write's decision refused it: the caller hears that very error
                     write.answer.set_exception(error)
                 continue
             if not alone:

@@ -18,11 +18,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.calls.orders import insertion_of
 from gateway.demo import reference_order
 from gateway.domain.errors import FieldViolation
-from gateway.domain.tracking import HandleHistory, build_orders
+from gateway.domain.tracking import build_orders
 from gateway.protos import SERVICE_NAME, json_pb2, order_pb2, orders_service_pb2
 from gateway.rpc.status import ERROR_DOMAIN, details_from_metadata, error_info, field_violations
+from gateway.store.base import HandleRow, Insertion
 from gateway.testing import GatewayStack, basic
 
 pb = orders_service_pb2
@@ -100,11 +102,11 @@ async def insert_orders(stack: GatewayStack, *orders: order_pb2.Order, account_i
     """Put hand-built records straight into the store (for states the API cannot produce)."""
     handles = list(dict.fromkeys(o.order_handle for o in orders))
 
-    def build(history: Mapping[str, HandleHistory]) -> list[order_pb2.Order]:
-        assert not history, f"handles exist already: {sorted(history)}"
-        return list(orders)
+    def decide(rows: Sequence[HandleRow]) -> Insertion[list[order_pb2.Order]]:
+        assert not rows, f"handles exist already: {sorted({row.order_handle for row in rows})}"
+        return insertion_of(list(orders))
 
-    await stack.store.track_orders(account_id, handles, build, deadline=time.monotonic() + 10)
+    await stack.store.track_orders(account_id, handles, decide, deadline=time.monotonic() + 10)
 
 
 def hand_built(

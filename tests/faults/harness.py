@@ -16,9 +16,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from gateway.domain.targets import OrderQuery
-from gateway.protos import order_pb2
-from gateway.store.base import BuildOrders, OrderChange, OrderStore
+from gateway.store.base import Decide, DecideInsertion, OrderStore, StoredRecord
 from gateway.testing import basic
 from tests.processes import GatewayProcess, executable
 
@@ -151,10 +149,10 @@ class FaultyStore:
         return self._reached.setdefault(handle, asyncio.Event())
 
     async def change_order(
-        self, account_id: str, query: OrderQuery, change: OrderChange, *, deadline: float
-    ) -> order_pb2.Order:
+        self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
+    ) -> T:
         self.changes_started.set()
-        self.reached(query.order_handle).set()
+        self.reached(order_handle).set()
         if self.stall_s > 0:
             outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self.stalls.append(outcome)
@@ -164,15 +162,17 @@ class FaultyStore:
                 outcome.set_result("cancelled")
                 raise
             outcome.set_result("went on")
-        return await self.inner.change_order(account_id, query, change, deadline=deadline)
+        return await self.inner.change_order(account_id, order_handle, decide, deadline=deadline)
 
-    async def get_order(self, account_id: str, query: OrderQuery, *, deadline: float) -> order_pb2.Order:
-        return await self.inner.get_order(account_id, query, deadline=deadline)
+    async def read_records(
+        self, account_id: str, order_handle: str, *, deadline: float
+    ) -> list[StoredRecord]:
+        return await self.inner.read_records(account_id, order_handle, deadline=deadline)
 
     async def track_orders(
-        self, account_id: str, handles: Sequence[str], build: BuildOrders, *, deadline: float
-    ) -> list[order_pb2.Order]:
-        return await self.inner.track_orders(account_id, handles, build, deadline=deadline)
+        self, account_id: str, handles: Sequence[str], decide: DecideInsertion[T], *, deadline: float
+    ) -> T:
+        return await self.inner.track_orders(account_id, handles, decide, deadline=deadline)
 
     async def account_secret_hash(self, account_id: str) -> bytes | None:
         return await self.inner.account_secret_hash(account_id)

@@ -540,7 +540,7 @@ async def test_an_internal_failure_is_answered_without_its_insides(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError(inside)
 
-    for operation in ("get_order", "change_order", "track_orders"):
+    for operation in ("read_records", "change_order", "track_orders"):
         monkeypatch.setattr(stack.store, operation, broken)
     demo = stack.rest_auth()
     bodies = []
@@ -562,7 +562,7 @@ async def test_an_internal_failure_is_answered_without_its_insides(
 
     # A failure in the REST front end itself, after the call: the same answer.
     monkeypatch.setattr("gateway.rest.app.encode_json", broken_encoder(inside))
-    monkeypatch.delattr(stack.store, "get_order")  # the store works again
+    monkeypatch.delattr(stack.store, "read_records")  # the store works again
     reply = await call(http, stack, "GET", "/orders/order-3", demo)
     assert reply.status == 500
     bodies.append(reply.body)

@@ -77,7 +77,7 @@ async def test_under_load_a_batch_waits_for_writes_of_later_loop_turns(db: sqlit
     for _ in range(3):
         await asyncio.sleep(0)
     third = asyncio.ensure_future(batcher.submit(_insert(3), _later()))
-    assert await asyncio.gather(second, third) == [2, 3]
+    assert list(await asyncio.gather(second, third)) == [2, 3]
     assert begins == ["BEGIN IMMEDIATE"] * 2
     assert _rows(_path(db)) == [1, 2, 3]
 

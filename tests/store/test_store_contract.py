@@ -1,5 +1,9 @@
 """The store contract (gateway.store.base.OrderStore), run unchanged against every store kind.
 
+The store knows no order rules: it hands the records of a handle to a decision and writes what
+the decision asks for. Most tests drive it with the service's own decisions (gateway.calls.orders),
+a few with plain ones, to pin down what the store itself promises.
+
 Each test gets an empty database of its own (see conftest.py). The last section holds
 the few PostgreSQL-only checks: how server trouble turns into `Unavailable`.
 """
@@ -11,18 +15,25 @@ import concurrent.futures
 import multiprocessing
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 
 import asyncpg
 import pytest
 
+from gateway.calls.orders import Rule, decide_change, decide_track
 from gateway.domain import lifecycle
 from gateway.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from gateway.domain.targets import OrderQuery
-from gateway.domain.tracking import HandleHistory, build_orders
+from gateway.domain.targets import OrderQuery, resolve_target
 from gateway.protos import json_pb2, order_pb2, orders_service_pb2
-from gateway.store.base import OrderStore
+from gateway.store.base import (
+    Decision,
+    HandleRow,
+    Insertion,
+    OrderStore,
+    RecordWrite,
+    StoredRecord,
+)
 from gateway.store.postgres import PostgresStore
 from tests.store.conftest import ACME, RIVAL, StoreBackend, open_store
 
@@ -53,37 +64,44 @@ def route(*legs: str | tuple[str, int]) -> orders_service_pb2.TrackOrdersRequest
 
 
 async def track(store: OrderStore, account_id: str, *legs: str | tuple[str, int]) -> list[order_pb2.Order]:
-    """Track the legs as the service does: the domain decides from what the store knows."""
+    """Track the legs as the service does: its decision builds them from what the store holds."""
     request = route(*legs)
-    build = partial(
-        build_orders,
-        request,
-        now_ms=NOW_MS,
-        route_handle="route-1",
-        new_share_url=lambda: "https://trck.at/t",
-    )
+    decide = partial(decide_track, request, NOW_MS, "route-1", lambda: "https://trck.at/t")
     handles = list(dict.fromkeys(o.order_handle for o in request.orders))
-    return await store.track_orders(account_id, handles, build, deadline=soon())
+    return await store.track_orders(account_id, handles, decide, deadline=soon())
+
+
+async def change(
+    store: OrderStore, account_id: str, query: OrderQuery, rule: Rule, *, now_ms: int = NOW_MS + 1
+) -> order_pb2.Order:
+    """Change the record `query` names by `rule`, as the service does."""
+    decide = partial(decide_change, rule, query, json_pb2.JsonObject(), now_ms)
+    return await store.change_order(account_id, query.order_handle, decide, deadline=soon())
 
 
 async def cancel(store: OrderStore, account_id: str, query: OrderQuery) -> order_pb2.Order:
-    change = partial(lifecycle.cancel, update=json_pb2.JsonObject(), now_ms=NOW_MS + 1)
-    return await store.change_order(account_id, query, change, deadline=soon())
+    return await change(store, account_id, query, lifecycle.cancel)
 
 
 async def get(store: OrderStore, account_id: str, query: OrderQuery) -> order_pb2.Order:
-    return await store.get_order(account_id, query, deadline=soon())
+    records = await store.read_records(account_id, query.order_handle, deadline=soon())
+    return order_pb2.Order.FromString(resolve_target(query, records).body)
 
 
 def events(order: order_pb2.Order, kind: str) -> int:
     return sum(1 for event in order.timeline if event.WhichOneof("event") == kind)
 
 
-def add_key(key: str, order: order_pb2.Order) -> bool:
-    """A change that always writes: adds one metadata key, so a lost update shows as a missing key."""
-    member = order.metadata.members.add(key=key)
-    member.value.bool_value = True
-    return True
+def adding(key: str) -> Rule:
+    """A rule that always changes the order: adds one metadata key, so a lost update shows as a
+    missing key."""
+
+    def add_key(order: order_pb2.Order, update: json_pb2.JsonObject, now_ms: int) -> bool:
+        member = order.metadata.members.add(key=key)
+        member.value.bool_value = True
+        return True
+
+    return add_key
 
 
 def keys(order: order_pb2.Order) -> set[str]:
@@ -93,18 +111,51 @@ def keys(order: order_pb2.Order) -> set[str]:
 # --- reading and changing one record -------------------------------------------------------------
 
 
-async def test_unknown_handle_is_not_found(store: OrderStore) -> None:
+async def test_unknown_handle_has_no_records(store: OrderStore) -> None:
+    assert await store.read_records(ACME, "nobody", deadline=soon()) == []
+    shown: list[Sequence[StoredRecord]] = []
+
+    def decide(records: Sequence[StoredRecord]) -> Decision[str]:
+        shown.append(records)
+        return Decision("nothing to do")
+
+    assert await store.change_order(ACME, "nobody", decide, deadline=soon()) == "nothing to do"
+    assert shown == [[]]
     with pytest.raises(NotFound):
         await get(store, ACME, OrderQuery("nobody"))
-    called: list[order_pb2.Order] = []
-
-    def change(order: order_pb2.Order) -> bool:
-        called.append(order)
-        return True
-
     with pytest.raises(NotFound):
-        await store.change_order(ACME, OrderQuery("nobody"), change, deadline=soon())
-    assert called == []
+        await cancel(store, ACME, OrderQuery("nobody"))
+
+
+async def test_decision_sees_every_record_of_its_handle_and_writes_the_one_it_names(
+    store: OrderStore, backend: StoreBackend
+) -> None:
+    pick, drop = await track(store, ACME, ("legs", PICK), ("legs", DROP))
+    await track(store, ACME, "other")
+    await track(store, RIVAL, "legs")
+    read = await store.read_records(ACME, "legs", deadline=soon())
+    assert sorted((r.type, r.type_index, r.fulfillment_attempt, r.status) for r in read) == [
+        (PICK, 0, 0, Status.ORDER_STATUS_ONGOING),
+        (DROP, 0, 0, Status.ORDER_STATUS_ONGOING),
+    ]
+    assert sorted(order_pb2.Order.FromString(r.body).type for r in read) == [PICK, DROP]
+    shown: list[Sequence[StoredRecord]] = []
+    written = drop.__deepcopy__()
+    written.status = Status.ORDER_STATUS_DISABLED
+
+    def decide(records: Sequence[StoredRecord]) -> Decision[int]:
+        shown.append(list(records))
+        [target] = [r for r in records if r.type == DROP]
+        return Decision(
+            target.row_id, RecordWrite(target.row_id, written.status, written.SerializeToString())
+        )
+
+    row_id = await store.change_order(ACME, "legs", decide, deadline=soon())
+    assert sorted(shown[0]) == sorted(read)
+    assert [r.row_id for r in read if r.type == DROP] == [row_id]
+    assert await get(store, ACME, OrderQuery("legs", DROP)) == written
+    assert await get(store, ACME, OrderQuery("legs", PICK)) == pick
+    assert (await get(store, RIVAL, OrderQuery("legs"))).status == Status.ORDER_STATUS_ONGOING
 
 
 async def test_tracked_orders_read_back_exactly(store: OrderStore) -> None:
@@ -145,72 +196,77 @@ async def test_change_writes_one_atomic_change(store: OrderStore, backend: Store
     [(attempt, status, updated_ms, body)] = await backend.raw_rows(ACME, "h")
     assert (attempt, status, body) == (0, Status.ORDER_STATUS_CANCELLED, cancelled.SerializeToString())
     assert updated_ms >= before[0][2]
-    # Retried: the same order, no second event; completing it is refused.
+    # Retried: the same order, nothing written, no second event; completing it is refused.
+    after = await backend.raw_rows(ACME, "h")
+    await asyncio.sleep(0.003)  # a write now would show in updated_at_ms
     assert await cancel(store, ACME, OrderQuery("h")) == cancelled
+    assert await backend.raw_rows(ACME, "h") == after
     with pytest.raises(FailedPrecondition):
-        await store.change_order(
-            ACME,
-            OrderQuery("h"),
-            partial(lifecycle.complete, update=json_pb2.JsonObject(), now_ms=NOW_MS),
-            deadline=soon(),
-        )
+        await change(store, ACME, OrderQuery("h"), lifecycle.complete)
     assert await get(store, ACME, OrderQuery("h")) == cancelled
 
 
-async def test_change_that_returns_false_writes_nothing(store: OrderStore, backend: StoreBackend) -> None:
+async def test_decision_without_a_write_writes_nothing(store: OrderStore, backend: StoreBackend) -> None:
     [created] = await track(store, ACME, "h")
     before = await backend.raw_rows(ACME, "h")
     await asyncio.sleep(0.003)  # a write now would show in updated_at_ms
 
-    def scribble_but_report_nothing(order: order_pb2.Order) -> bool:
-        order.status = Status.ORDER_STATUS_COMPLETED
-        add_key("scribbled", order)
-        return False
+    def decide(records: Sequence[StoredRecord]) -> Decision[str]:
+        assert len(records) == 1
+        return Decision("the answer")
 
-    returned = await store.change_order(ACME, OrderQuery("h"), scribble_but_report_nothing, deadline=soon())
-    assert returned.status == Status.ORDER_STATUS_COMPLETED  # the caller gets what the change made of it
+    assert await store.change_order(ACME, "h", decide, deadline=soon()) == "the answer"
     assert await backend.raw_rows(ACME, "h") == before
     assert await get(store, ACME, OrderQuery("h")) == created
 
 
-async def test_change_that_raises_leaves_everything_untouched(
+async def test_decision_that_raises_leaves_everything_untouched(
     store: OrderStore, backend: StoreBackend
 ) -> None:
     [created] = await track(store, ACME, "h")
     before = await backend.raw_rows(ACME, "h")
     await asyncio.sleep(0.003)
 
-    def scribble_then_refuse(order: order_pb2.Order) -> bool:
-        order.status = Status.ORDER_STATUS_CANCELLED
-        add_key("scribbled", order)
-        raise FailedPrecondition("REFUSED", "refused after scribbling")
+    def refuse(records: Sequence[StoredRecord]) -> Decision[None]:
+        raise FailedPrecondition("REFUSED", "refused")
 
     with pytest.raises(FailedPrecondition) as refused:
-        await store.change_order(ACME, OrderQuery("h"), scribble_then_refuse, deadline=soon())
+        await store.change_order(ACME, "h", refuse, deadline=soon())
     assert refused.value.reason == "REFUSED"
+
+    def refuse_after_looking(rows: Sequence[HandleRow]) -> Insertion[None]:
+        raise AlreadyExists("REFUSED", "refused")
+
+    with pytest.raises(AlreadyExists):
+        await store.track_orders(ACME, ["h", "new"], refuse_after_looking, deadline=soon())
     assert await backend.raw_rows(ACME, "h") == before
+    assert await backend.raw_rows(ACME, "new") == []
     assert await get(store, ACME, OrderQuery("h")) == created
 
 
 # --- tracking -----------------------------------------------------------------------------------
 
 
-async def test_track_sees_each_handles_history(store: OrderStore) -> None:
+async def test_track_sees_the_rows_of_its_handles(store: OrderStore) -> None:
     await track(store, ACME, "open")
     await track(store, ACME, "done")
     await cancel(store, ACME, OrderQuery("done"))
     await track(store, ACME, "done")
     await cancel(store, ACME, OrderQuery("done"))
-    await track(store, RIVAL, "fresh")  # another account's handle is no history of ACME's
-    seen: list[dict[str, HandleHistory]] = []
+    await track(store, ACME, "elsewhere")
+    await track(store, RIVAL, "fresh")  # another account's handle is no row of ACME's
+    seen: list[list[HandleRow]] = []
 
-    def record(history: Mapping[str, HandleHistory]) -> list[order_pb2.Order]:
-        seen.append(dict(history))
-        return []
+    def decide(rows: Sequence[HandleRow]) -> Insertion[str]:
+        seen.append(list(rows))
+        return Insertion("nothing new", [])
 
-    assert await store.track_orders(ACME, ["open", "done", "fresh"], record, deadline=soon()) == []
-    assert seen == [
-        {"open": HandleHistory(0, Status.ORDER_STATUS_ONGOING), "done": HandleHistory(1, None)},
+    assert await store.track_orders(ACME, ["open", "done", "fresh"], decide, deadline=soon()) == "nothing new"
+    [rows] = seen
+    assert sorted(rows) == [
+        HandleRow("done", 0, Status.ORDER_STATUS_CANCELLED),
+        HandleRow("done", 1, Status.ORDER_STATUS_CANCELLED),
+        HandleRow("open", 0, Status.ORDER_STATUS_ONGOING),
     ]
 
 
@@ -286,10 +342,7 @@ async def test_concurrent_changes_lose_no_update(store: OrderStore, backend: Sto
     await track(store, ACME, "hot")
     stores = [store, await backend.open(), await backend.open()]
     await asyncio.gather(
-        *(
-            stores[i % 3].change_order(ACME, OrderQuery("hot"), partial(add_key, f"k{i}"), deadline=soon())
-            for i in range(40)
-        )
+        *(change(stores[i % 3], ACME, OrderQuery("hot"), adding(f"k{i}")) for i in range(40))
     )
     assert keys(await get(store, ACME, OrderQuery("hot"))) == {f"k{i}" for i in range(40)}
 
@@ -322,12 +375,7 @@ def _changes_in_another_process(kind: str, location: str, worker: int, count: in
         store = await open_store(kind, location)
         try:
             await asyncio.gather(
-                *(
-                    store.change_order(
-                        ACME, OrderQuery("hot"), partial(add_key, f"w{worker}-{i}"), deadline=soon()
-                    )
-                    for i in range(count)
-                )
+                *(change(store, ACME, OrderQuery("hot"), adding(f"w{worker}-{i}")) for i in range(count))
             )
             await cancel(store, ACME, OrderQuery("hot"))
         finally:
@@ -465,14 +513,10 @@ async def test_postgres_locked_row_past_the_deadline_is_unavailable(
         async with holder.transaction():
             # Another process holds the row: the change waits for it only until its deadline.
             await holder.execute("SELECT 1 FROM orders WHERE order_handle = 'h' FOR UPDATE")
+            decide = partial(decide_change, lifecycle.cancel, OrderQuery("h"), json_pb2.JsonObject(), NOW_MS)
             started = time.monotonic()
             with pytest.raises(Unavailable) as busy:
-                await pg_store.change_order(
-                    ACME,
-                    OrderQuery("h"),
-                    partial(lifecycle.cancel, update=json_pb2.JsonObject(), now_ms=NOW_MS),
-                    deadline=time.monotonic() + 0.3,
-                )
+                await pg_store.change_order(ACME, "h", decide, deadline=time.monotonic() + 0.3)
             assert time.monotonic() - started < 2.0
             assert busy.value.reason == "STORE_BUSY"
     finally:

@@ -1,4 +1,4 @@
-"""Track Orders rules: request validation and the new records of a route."""
+"""Track Orders rules: request validation, what is known of each handle, the new records of a route."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gateway.domain.errors import AlreadyExists, InvalidArgument
-from gateway.domain.tracking import HandleHistory, build_orders, validate_track_request
+from gateway.domain.tracking import HandleHistory, build_orders, handle_histories, validate_track_request
 from gateway.protos import json_pb2, order_pb2, orders_service_pb2
 
 NOW_MS = 1_698_284_223_650
@@ -150,6 +150,24 @@ def test_type_indexes_number_legs_per_handle_and_type() -> None:
 def test_given_indexes_are_kept_and_skipped_by_the_numbering() -> None:
     orders = build(request(new("a"), new("a", type_index=0), new("a"), new("a", type_index=5)))
     assert [o.type_index for o in orders] == [1, 0, 2, 5]
+
+
+def test_handle_histories_know_the_latest_attempt_and_an_open_record() -> None:
+    rows = [
+        ("done", 0, Status.ORDER_STATUS_CANCELLED),
+        ("open", 0, Status.ORDER_STATUS_ONGOING),
+        ("done", 2, Status.ORDER_STATUS_COMPLETED),
+        ("done", 1, Status.ORDER_STATUS_CANCELLED),
+        ("legs", 0, Status.ORDER_STATUS_COMPLETED),
+        ("legs", 1, Status.ORDER_STATUS_DISABLED),
+        ("legs", 1, Status.ORDER_STATUS_ONGOING),
+    ]
+    assert handle_histories(rows) == {
+        "done": HandleHistory(2, None),
+        "open": HandleHistory(0, Status.ORDER_STATUS_ONGOING),
+        "legs": HandleHistory(1, Status.ORDER_STATUS_DISABLED),  # the first open record seen
+    }
+    assert handle_histories([]) == {}
 
 
 def test_first_attempt_is_zero_and_after_terminal_the_next() -> None:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,17 +72,26 @@ class ServerProcess:
         raise ServerFailed(f"{self.name}: no {pattern!r} in its banner: {self.banner}")
 
     @classmethod
-    def start(cls, name: str, argv: Sequence[str], log_dir: Path) -> ServerProcess:
+    def start(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        log_dir: Path,
+        *,
+        cwd: Path = REPO,
+        env: Mapping[str, str] | None = None,
+    ) -> ServerProcess:
+        """Start `argv` in `cwd` (the repository unless told) with `env` (this environment unless told)."""
         log_dir.mkdir(parents=True, exist_ok=True)
         stdout_path, stderr_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
         with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
                 list(argv),
-                cwd=REPO,
+                cwd=cwd,
                 stdout=stdout,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
-                env=dict(os.environ),
+                env=dict(os.environ if env is None else env),
             )
         started = cls(name, process, stdout_path, stderr_path, [])
         deadline = time.monotonic() + START_TIMEOUT_S

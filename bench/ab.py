@@ -203,13 +203,18 @@ class Worktrees:
     made: list[Path] = field(default_factory=list)
 
     def checkout(self, side: Side, name: str) -> Revision:
-        sha = _git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+        try:
+            sha = _git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+        except SetupFailed as error:
+            raise SetupFailed(f"{side}: {name!r} names no commit here") from error
         subject = _git("log", "-1", "--format=%s", sha)
         tree = self.root / sha
         if tree.exists():
+            # A directory that is no worktree of its own would answer for the repository around it.
+            top = _git("rev-parse", "--show-toplevel", cwd=tree)
             head = _git("rev-parse", "HEAD", cwd=tree)
             dirty = _git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no", cwd=tree)
-            if head != sha or dirty:
+            if Path(top).resolve() != tree.resolve() or head != sha or dirty:
                 raise SetupFailed(f"{tree} exists but is not a clean checkout of {sha}: remove it first")
             progress(f"{side}: reusing the worktree {_shown(tree)}")
         else:

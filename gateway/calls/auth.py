@@ -12,8 +12,8 @@ import time
 from base64 import b64decode
 from dataclasses import dataclass
 
-from gateway.domain.errors import Unauthenticated
 from gateway.calls.credentials import hash_secret, secret_matches
+from gateway.domain.errors import Unauthenticated
 from gateway.store.base import OrderStore
 
 REALM = "hypertrack-gateway"

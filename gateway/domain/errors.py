@@ -1,4 +1,6 @@
-"""The errors the order rules raise. Transports map each kind to their own status."""
+"""The errors a call can end with: one family, raised by the rules and carried as itself to the
+edge that writes it out (a gRPC status, a REST error body). Each transport maps each kind to its
+own status in one table of its own; the domain knows no transport."""
 
 from __future__ import annotations
 
@@ -15,11 +17,17 @@ class FieldViolation:
 
 @dataclass
 class OrderError(Exception):
-    """Base of the rule errors: a machine-readable reason, a message, and string metadata."""
+    """Base of the errors: a machine-readable reason, a message, and string metadata.
+
+    `retry_after_s`, when set, says how long the caller should wait before trying again (gRPC
+    RetryInfo, HTTP Retry-After). It is keyword-only, so that every kind keeps its positional
+    fields (`InvalidArgument(reason, message, metadata, violations)`).
+    """
 
     reason: str
     message: str
     metadata: dict[str, str] = field(default_factory=dict)
+    retry_after_s: float | None = field(default=None, kw_only=True)
 
     def __str__(self) -> str:
         return self.message
@@ -60,8 +68,6 @@ class Unavailable(OrderError):
 @dataclass
 class ResourceExhausted(OrderError):
     """A limit refused the call; it may be retried after `retry_after_s` seconds."""
-
-    retry_after_s: float = 1.0
 
 
 def invalid(reason: str, violations: list[FieldViolation]) -> InvalidArgument:

@@ -20,22 +20,22 @@ from google.protobuf.message import Message
 from gateway.domain.errors import InvalidArgument
 from gateway.jsonmap import decode, encode_json
 from gateway.protos import SERVICE_DESCRIPTOR
-from gateway.rest.backend import Backend, BackendError
+from gateway.rest.backend import Backend
 from gateway.rest.body import parse_json, read_body, require_json_content_type
 from gateway.rest.context import DeadlinePolicy, RequestIds, call_metadata, request_id
 from gateway.rest.errors import (
+    EXPECTED_FAILURES,
     JSON_HEADERS,
     RestError,
-    error_response,
+    failure_response,
     locate,
-    rest_error_response,
-    rpc_error_response,
     validation_error,
 )
 from gateway.rest.pattern import PathDecodeError, PathTemplate, split_path
 from gateway.rest.query import apply_query, parse_query_string
-from gateway.rest.router import MethodNotAllowed, NoRoute, Route, Router
+from gateway.rest.router import Route, Router
 from gateway.rest.rules import RestCall, rest_calls
+from gateway.rpc.status import call_failed
 
 log = logging.getLogger(__name__)
 
@@ -87,32 +87,25 @@ class RestGateway:
         started = time.perf_counter()
         rid = request_id(request.headers, self._request_ids)
         route_name = "unmatched"
+        call: RestCall | None = None
         closing = False
         try:
             segments = split_path(request.raw_path)
             route = self._router.match(request.method, segments)
             route_name = route.path.template
             if isinstance(route.target, RestCall):
-                response: web.StreamResponse = await self._forward(route.target, segments, request, rid)
+                call = route.target
+                response: web.StreamResponse = await self._forward(call, segments, request, rid)
             else:
                 response = await route.target(request)
-        except RestError as error:
-            response = rest_error_response(error)
-            closing = error.close_connection
-        except NoRoute:
-            response = error_response(404, "no such route", {})
-        except MethodNotAllowed as error:
-            response = error_response(
-                405,
-                f"method {request.method} not allowed; allowed: {', '.join(error.allowed)}",
-                {"allowed": error.allowed},
-                Allow=", ".join(error.allowed),
-            )
-        except Exception:
+        except EXPECTED_FAILURES as error:
+            response = failure_response(error, method=request.method, call=call)
+            closing = isinstance(error, RestError) and error.close_connection
+        except Exception as error:
             # A bug on the way (say, in the JSON mapping): logged with its traceback, and answered
             # like every other failure, not with aiohttp's text/plain page without X-Request-ID.
             log.exception("unexpected failure answering %s %s (request %s)", request.method, route_name, rid)
-            response = error_response(500, "internal error; the failure was logged", {"reason": "INTERNAL"})
+            response = failure_response(error)
         response.headers["X-Request-ID"] = rid
         if self._observer is not None:
             self._observer(
@@ -137,13 +130,10 @@ class RestGateway:
         message = await self._request_message(call, segments, request)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return rpc_error_response(call, grpc.StatusCode.DEADLINE_EXCEEDED, None)
-        try:
-            reply = await self.backend.call(
-                call, message, call_metadata(request.headers, rid, request.remote), remaining
-            )
-        except BackendError as error:
-            return rpc_error_response(call, error.code, error.status)
+            raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED)
+        reply = await self.backend.call(
+            call, message, call_metadata(request.headers, rid, request.remote), remaining
+        )
         out = getattr(reply, call.response_body) if call.response_body else reply
         return web.Response(status=call.success_status, body=encode_json(out), headers=JSON_HEADERS)
 

@@ -1,8 +1,10 @@
 """Where the REST front end sends its calls: the servicer in this process, or gRPC servers.
 
-Both backends take the request message, the call metadata and a timeout, and either
-return the response message or raise BackendError with the gRPC code and the
-google.rpc.Status details, so the REST side has one error path for both.
+Both backends take the request message, the call metadata and a timeout, and either return
+the response message or raise the one error type, an OrderError: the in-process backend as
+the servicer raised it, the remote one rebuilt from the failed call's google.rpc.Status at
+this edge (a CallFailed with the gRPC code when the transport failed). So the REST side has
+one error path for both.
 """
 
 from __future__ import annotations
@@ -13,19 +15,19 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
 from google.protobuf.message import Message
-from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.calls.admission import IN_PROCESS_PEER
 from gateway.protos import SERVICE_NAME
 from gateway.rest.rules import RestCall
-from gateway.rpc.servicer import IN_PROCESS_PEER, OrdersServicer
-from gateway.rpc.status import details_from_metadata
+from gateway.rpc.servicer import OrdersServicer
+from gateway.rpc.status import call_failed, details_from_metadata, error_of
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -37,19 +39,10 @@ MAX_RECONNECT_BACKOFF_MS = 1000
 to 120 s, so a front end would answer 503 for up to two minutes after its backend came back."""
 
 
-@dataclass
-class BackendError(Exception):
-    """A failed call: its gRPC code, message, and the google.rpc.Status it carried (if any)."""
-
-    code: grpc.StatusCode
-    message: str
-    status: status_pb2.Status | None = None
-
-
 class Backend(Protocol):
-    async def call(
-        self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float
-    ) -> Message: ...
+    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
+        """The response message; raises an OrderError when the call fails."""
+        ...
 
     async def ready(self) -> bool:
         """Whether the gRPC service reports SERVING."""
@@ -58,38 +51,8 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-class _Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-        self.trailing_metadata = trailing_metadata
-
-
-class InProcessContext:
-    """The servicer's CallContext for a call made without a socket."""
-
-    __slots__ = ("_deadline", "_metadata")
-
-    def __init__(self, metadata: Metadata, deadline: float) -> None:
-        self._metadata = metadata
-        self._deadline = deadline
-
-    def invocation_metadata(self) -> Metadata:
-        return self._metadata
-
-    def time_remaining(self) -> float:
-        return max(0.0, self._deadline - time.monotonic())
-
-    def peer(self) -> str:
-        return IN_PROCESS_PEER
-
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
-        raise _Aborted(code, details, trailing_metadata)
-
-
 class InProcessBackend:
-    """Calls the servicer's methods directly: same authentication and error path, no socket."""
+    """Calls the servicer's core directly: same authentication and errors, no socket."""
 
     def __init__(self, servicer: OrdersServicer, serving: Any) -> None:
         """`serving` is an object with a `serving: bool` attribute (the database health)."""
@@ -97,18 +60,14 @@ class InProcessBackend:
         self._serving = serving
 
     async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
-        method = getattr(self._servicer, call.rpc.name)
-        context = InProcessContext(metadata, time.monotonic() + timeout_s)
+        deadline = time.monotonic() + timeout_s
         try:
             async with asyncio.timeout(timeout_s):
-                response: Message = await method(request, context)
-                return response
-        except _Aborted as aborted:
-            raise BackendError(
-                aborted.code, aborted.details, details_from_metadata(aborted.trailing_metadata)
-            ) from None
+                return await self._servicer.answer(
+                    call.rpc.name, request, metadata, peer=IN_PROCESS_PEER, deadline=deadline
+                )
         except TimeoutError:
-            raise BackendError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from None
+            raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED) from None
 
     async def ready(self) -> bool:
         return bool(self._serving.serving)
@@ -188,12 +147,12 @@ class RemoteBackend:
                     request, metadata=metadata, timeout=deadline - time.monotonic()
                 )
                 return response
-            except grpc.aio.AioRpcError as error:
-                status = details_from_metadata(error.trailing_metadata())
+            except grpc.aio.AioRpcError as failure:
+                status = details_from_metadata(failure.trailing_metadata())
                 pause = random.uniform(0, backoff)
-                transport_failure = error.code() == grpc.StatusCode.UNAVAILABLE and status is None
-                if not (transport_failure and attempts_left and time.monotonic() + pause < deadline):
-                    raise BackendError(error.code(), error.details() or "", status) from None
+                no_answer = failure.code() == grpc.StatusCode.UNAVAILABLE and status is None
+                if not (no_answer and attempts_left and time.monotonic() + pause < deadline):
+                    raise error_of(failure.code(), status) from None
             await asyncio.sleep(pause)
             backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
 

@@ -1,8 +1,9 @@
-"""The one gRPC status -> HTTP status table, and the one error body every failure gets.
+"""The one gRPC status -> HTTP status table, and the one function that turns any failure on the
+REST side into a response with the one error body.
 
 Errors are `{"detail": {...}, "message": "..."}` with Content-Type application/json. A 422
-`detail` is `{"<location>": {"<field>": ["<message>", ...]}}`; other errors' `detail`
-holds the ErrorInfo reason and metadata the service sent.
+`detail` is `{"<location>": {"<field>": ["<message>", ...]}}`; other errors' `detail` holds the
+error's reason and metadata.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Iterable, Mapping
 import grpc
 import orjson
 from aiohttp import web
-from google.rpc import status_pb2
 
-from gateway.domain.errors import FieldViolation
-from gateway.rest.rules import RestCall
-from gateway.rpc.status import error_info, field_violations, retry_delay_s
 from gateway.calls.auth import REALM
+from gateway.domain.errors import FieldViolation, InvalidArgument, OrderError
+from gateway.rest.router import MethodNotAllowed, NoRoute
+from gateway.rest.rules import RestCall
+from gateway.rpc.status import bounded, code_of, internal_error
 
 Code = grpc.StatusCode
 
@@ -43,17 +44,6 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     Code.UNAVAILABLE: 503,
     Code.DATA_LOSS: 500,
 }
-
-# What a failure says when the service sent no details of its own (the transport failed):
-# never the transport's words, which may carry addresses and internals.
-_GENERIC_MESSAGES = {
-    Code.UNAVAILABLE: ("BACKEND_UNAVAILABLE", "the order service is unavailable; retry later"),
-    Code.DEADLINE_EXCEEDED: ("DEADLINE_EXCEEDED", "the order service did not answer within the deadline"),
-    Code.CANCELLED: ("CANCELLED", "the call was cancelled"),
-    Code.RESOURCE_EXHAUSTED: ("RESOURCE_EXHAUSTED", "too many requests; retry later"),
-    Code.UNIMPLEMENTED: ("UNIMPLEMENTED", "the order service does not implement this call"),
-}
-_INTERNAL = ("INTERNAL", "internal error")
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -123,25 +113,36 @@ def error_response(status: int, message: str, detail: Mapping[str, object], **he
     return web.Response(status=status, body=error_body(detail, message), headers=all_headers)
 
 
-def rest_error_response(error: RestError) -> web.Response:
-    return error_response(error.status, error.message, error.detail, **error.headers)
+EXPECTED_FAILURES = (RestError, OrderError, NoRoute, MethodNotAllowed)
+"""The failures a request may meet on the way, each answered with its own status."""
 
 
-def rpc_error_response(
-    call: RestCall, code: grpc.StatusCode, status: status_pb2.Status | None
-) -> web.Response:
-    """The HTTP answer to a failed call, from its code and google.rpc.Status details."""
-    http_status = HTTP_STATUS.get(code, 500)
-    info = error_info(status)
-    if status is None or info is None:
-        reason, message = _GENERIC_MESSAGES.get(code, _INTERNAL)
-        return error_response(http_status, message, {"reason": reason})
-    if code == Code.INVALID_ARGUMENT:
-        detail: dict[str, object] = dict(locate(call, field_violations(status)))
+def failure_response(error: Exception, *, method: str = "", call: RestCall | None = None) -> web.Response:
+    """The answer to a request that failed with `error`: a RestError from the front end's own
+    checks, an OrderError from either backend, no route (404), a route without `method` (405);
+    anything else is a bug, answered 500 without its insides. `call` is the call the request was
+    for, if any: a 422's field violations are placed where its fields travel in HTTP."""
+    if isinstance(error, RestError):
+        return error_response(error.status, error.message, error.detail, **error.headers)
+    if isinstance(error, NoRoute):
+        return error_response(404, "no such route", {})
+    if isinstance(error, MethodNotAllowed):
+        allowed = ", ".join(error.allowed)
+        return error_response(
+            405, f"method {method} not allowed; allowed: {allowed}", {"allowed": error.allowed}, Allow=allowed
+        )
+    return _order_error_response(error if isinstance(error, OrderError) else internal_error(), call)
+
+
+def _order_error_response(error: OrderError, call: RestCall | None) -> web.Response:
+    error = bounded(error)  # the same texts whether the error came through gRPC or not
+    detail: Mapping[str, object]
+    if isinstance(error, InvalidArgument) and call is not None:
+        detail = locate(call, error.violations)
     else:
-        detail = {"reason": info.reason, **dict(info.metadata)}
+        # Sorted: a remote error's metadata comes out of a protobuf map, whose order is arbitrary.
+        detail = {"reason": error.reason, **dict(sorted(error.metadata.items()))}
     headers = {}
-    retry_after = retry_delay_s(status)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return error_response(http_status, status.message, detail, **headers)
+    if error.retry_after_s is not None:  # in whole seconds, and never 0, which would invite a storm
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return error_response(HTTP_STATUS[code_of(error)], error.message, detail, **headers)

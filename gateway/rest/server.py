@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.rest.app import RestGateway
-from gateway.rest.errors import error_response
+from gateway.rest.errors import RestError, failure_response
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,14 @@ class _ContractErrorsHandler(RequestHandler):
         # Authorization header): only the kind of error is logged, never what the caller sent.
         log.debug("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
         if status >= 500:
-            response = error_response(status, "internal error", {"reason": "INTERNAL"})
+            refusal = RestError(status, "internal error", {"reason": "INTERNAL"})
         else:
-            response = error_response(
+            refusal = RestError(
                 status,
                 "malformed HTTP request (request line, headers or encoding)",
                 {"reason": "BAD_REQUEST"},
             )
+        response = failure_response(refusal)
         response.headers["X-Request-ID"] = uuid.uuid4().hex
         response.force_close()
         return response

@@ -1,34 +1,37 @@
-"""OrdersService over grpc.aio: credentials, deadline, the call, and errors as rich status.
+"""OrdersService over grpc.aio: the core of every call, and its gRPC face.
 
-The REST front end's in-process backend calls these same methods with its own
-CallContext, so both surfaces share authentication and the error path.
+The core of a call (`answer`) authenticates the caller, applies admission, runs the call, and
+either returns the response message or raises the OrderError it failed with. The gRPC methods
+wrap it and write an error out as rich status; the REST front end's in-process backend calls
+the core directly and gets the error object itself, so both surfaces share authentication,
+admission and the error, with no status serialised to be parsed back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from gateway.calls.admission import Admission, Metadata, metadata_value
+from gateway.calls.auth import Authenticator
+from gateway.calls.orders import OrderCalls
 from gateway.domain.errors import InvalidArgument, OrderError, Unauthenticated, Unavailable
 from gateway.protos import orders_service_pb2
+from gateway.rpc.status import code_of, internal_error, status_of, trailing_metadata
 from gateway.rpc.stubs import orders_service_grpc
-from gateway.rpc.status import internal_status, status_of, trailing_metadata
-from gateway.calls.auth import Authenticator
-from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
-from gateway.calls.orders import OrderCalls
 
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
-Res = TypeVar("Res")
+Res = TypeVar("Res", bound=Message)
+Run = Callable[[str, Req, float], Awaitable[Res]]
+"""One call after admission: (account id, request, monotonic deadline) -> response message."""
 
 DEFAULT_DEADLINE_S = 30.0
 """Time a call may take in the store when its caller set no deadline."""
@@ -51,13 +54,6 @@ class CallContext(Protocol):
 CallObserver = Callable[[str, grpc.StatusCode, float], None]
 
 
-def metadata_value(context: CallContext, key: str) -> str | None:
-    for entry_key, value in context.invocation_metadata() or ():
-        if entry_key == key:
-            return value if isinstance(value, str) else None
-    return None
-
-
 class MalformedRequest:
     """Request bytes that did not parse as the method's message (see gateway/rpc/server.py).
 
@@ -71,54 +67,8 @@ class MalformedRequest:
         self.problem = problem
 
 
-IN_PROCESS_PEER = "in-process"
-"""The peer of a call from the REST front end in the same process; it says who the client is."""
-
-LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """Limits applied to every call before it runs; None turns a limit off.
-
-    The client address of a call is its peer's IP, or, when the peer is a trusted proxy (a REST
-    front end), the `x-forwarded-for` entry that the front end set from its own client.
-    """
-
-    rate_limit: AccountRateLimit | None = None
-    auth_failures: AuthFailureLimit | None = None
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = LOOPBACK
-
-    def client_address(self, context: CallContext) -> str:
-        host, trusted = _peer_host(context.peer() or "", self.trusted_proxies)
-        if trusted:
-            forwarded = metadata_value(context, "x-forwarded-for")
-            if forwarded:
-                return forwarded.rpartition(",")[2].strip()
-        return host
-
-
-@functools.lru_cache(maxsize=4096)
-def _peer_host(
-    peer: str, trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> tuple[str, bool]:
-    """The IP of a gRPC peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`) and whether it is a trusted
-    proxy; cached, since a connection's peer repeats on every call and parsing it is not free."""
-    kind, _, rest = peer.partition(":")
-    if peer == IN_PROCESS_PEER:
-        return peer, True
-    if kind not in ("ipv4", "ipv6"):
-        return peer, False
-    host = rest.rpartition(":")[0].strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host, False
-    return host, any(address in network for network in trusted_proxies)
-
-
 class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
-    """The gRPC face of OrderCalls."""
+    """The gRPC face of OrderCalls, and the core of each call for callers in this process."""
 
     def __init__(
         self,
@@ -132,16 +82,71 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         self._authenticator = authenticator
         self._admission = admission or Admission()
         self._observe = observe
+        self._runs: dict[str, Run[Any, Message]] = {
+            "TrackOrders": calls.track_orders,
+            "GetOrder": self._get_order,
+            "CancelOrder": self._cancel_order,
+            "CompleteOrder": self._complete_order,
+            "DisableOrder": self._disable_order,
+        }
 
-    async def _authenticate(self, context: CallContext) -> str:
+    def answer(
+        self, method: str, request: Message, metadata: Metadata, *, peer: str, deadline: float | None
+    ) -> Awaitable[Message]:
+        """The response to a call of `method` (its name in the service); raises the OrderError it
+        failed with. `deadline` is on the monotonic clock; None for none. (A plain function that
+        returns the core's coroutine: one frame fewer on the in-process path.)"""
+        return self._answer(method, self._runs[method], request, metadata, peer=peer, deadline=deadline)
+
+    async def _answer(
+        self,
+        method: str,
+        run: Run[Req, Res],
+        request: Req | MalformedRequest,
+        metadata: Metadata,
+        *,
+        peer: str,
+        deadline: float | None,
+    ) -> Res:
+        started = time.monotonic()
+        # What the observer hears unless the call returns, fails with an error it names, or is
+        # cancelled: any other exception is a bug, answered as INTERNAL by the caller's last resort.
+        code = grpc.StatusCode.INTERNAL
+        try:
+            account_id = await self._authenticate(metadata, peer)
+            if isinstance(request, MalformedRequest):
+                raise InvalidArgument(
+                    "MALFORMED_REQUEST", f"the request message does not parse: {request.problem}"
+                )
+            if deadline is None:
+                deadline = started + DEFAULT_DEADLINE_S
+            response = await run(account_id, request, deadline)
+            code = grpc.StatusCode.OK
+            return response
+        except OrderError as error:
+            code = code_of(error)
+            if isinstance(error, Unavailable):
+                # The caller hears "retry later"; the operator needs the cause. A busy database is
+                # the cause itself (no traceback: under contention there is one per call).
+                cause = None if error.reason == "STORE_BUSY" else error.__cause__
+                log.warning("store unavailable in %s: %s", method, error, exc_info=cause)
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            if self._observe is not None:
+                self._observe(method, code, time.monotonic() - started)
+
+    async def _authenticate(self, metadata: Metadata, peer: str) -> str:
         """The caller's account, after the address and account limits admit the call."""
         admission = self._admission
         failures = admission.auth_failures
-        client = admission.client_address(context) if failures is not None else ""
+        client = admission.client_address(peer, metadata) if failures is not None else ""
         if failures is not None:
             failures.admit(client)
         try:
-            account_id = await self._authenticator.authenticate(metadata_value(context, "authorization"))
+            account_id = await self._authenticator.authenticate(metadata_value(metadata, "authorization"))
         except Unauthenticated:
             if failures is not None:
                 failures.failed(client)
@@ -150,68 +155,72 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
             admission.rate_limit.admit(account_id)
         return account_id
 
-    async def _run(
-        self,
-        method: str,
-        context: CallContext,
-        call: Callable[[str, Req, float], Awaitable[Res]],
-        request: Req,
+    async def _serve(
+        self, method: str, run: Run[Req, Res], request: Req | MalformedRequest, context: CallContext
     ) -> Res:
-        started = time.monotonic()
-        code = grpc.StatusCode.OK
+        """The core of a gRPC call, its error written out as rich status."""
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            account_id = await self._authenticate(context)
-            if isinstance(request, MalformedRequest):
-                raise InvalidArgument(
-                    "MALFORMED_REQUEST", f"the request message does not parse: {request.problem}"
-                )
-            remaining = context.time_remaining()
-            deadline = started + (DEFAULT_DEADLINE_S if remaining is None else remaining)
-            return await call(account_id, request, deadline)
+            metadata = context.invocation_metadata()
+            return await self._answer(
+                method, run, request, metadata, peer=context.peer() or "", deadline=deadline
+            )
         except OrderError as error:
-            if isinstance(error, Unavailable):
-                # The caller hears "retry later"; the operator needs the cause. A busy database is
-                # the cause itself (no traceback: under contention there is one per call).
-                cause = None if error.reason == "STORE_BUSY" else error.__cause__
-                log.warning("store unavailable in %s: %s", method, error, exc_info=cause)
             code, status = status_of(error)
             await context.abort(code, status.message, trailing_metadata(status))
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
         except Exception:
+            # The gRPC surface's last resort: logged, and answered without its insides rather
+            # than as grpc's UNKNOWN with the exception's text.
             log.exception("unexpected failure in %s", method)
-            code, status = internal_status()
+            code, status = status_of(internal_error())
             await context.abort(code, status.message, trailing_metadata(status))
-        finally:
-            if self._observe is not None:
-                self._observe(method, code, time.monotonic() - started)
+
+    async def _get_order(
+        self, account_id: str, request: orders_service_pb2.GetOrderRequest, deadline: float
+    ) -> orders_service_pb2.GetOrderResponse:
+        order = await self._calls.get_order(account_id, request, deadline)
+        return orders_service_pb2.GetOrderResponse(order=order)
+
+    async def _cancel_order(
+        self, account_id: str, request: orders_service_pb2.CancelOrderRequest, deadline: float
+    ) -> orders_service_pb2.CancelOrderResponse:
+        order = await self._calls.cancel_order(account_id, request, deadline)
+        return orders_service_pb2.CancelOrderResponse(order=order)
+
+    async def _complete_order(
+        self, account_id: str, request: orders_service_pb2.CompleteOrderRequest, deadline: float
+    ) -> orders_service_pb2.CompleteOrderResponse:
+        order = await self._calls.complete_order(account_id, request, deadline)
+        return orders_service_pb2.CompleteOrderResponse(order=order)
+
+    async def _disable_order(
+        self, account_id: str, request: orders_service_pb2.DisableOrderRequest, deadline: float
+    ) -> orders_service_pb2.DisableOrderResponse:
+        order = await self._calls.disable_order(account_id, request, deadline)
+        return orders_service_pb2.DisableOrderResponse(order=order)
 
     async def TrackOrders(
         self, request: orders_service_pb2.TrackOrdersRequest, context: CallContext
     ) -> orders_service_pb2.TrackOrdersResponse:
-        return await self._run("TrackOrders", context, self._calls.track_orders, request)
+        return await self._serve("TrackOrders", self._calls.track_orders, request, context)
 
     async def GetOrder(
         self, request: orders_service_pb2.GetOrderRequest, context: CallContext
     ) -> orders_service_pb2.GetOrderResponse:
-        order = await self._run("GetOrder", context, self._calls.get_order, request)
-        return orders_service_pb2.GetOrderResponse(order=order)
+        return await self._serve("GetOrder", self._get_order, request, context)
 
     async def CancelOrder(
         self, request: orders_service_pb2.CancelOrderRequest, context: CallContext
     ) -> orders_service_pb2.CancelOrderResponse:
-        order = await self._run("CancelOrder", context, self._calls.cancel_order, request)
-        return orders_service_pb2.CancelOrderResponse(order=order)
+        return await self._serve("CancelOrder", self._cancel_order, request, context)
 
     async def CompleteOrder(
         self, request: orders_service_pb2.CompleteOrderRequest, context: CallContext
     ) -> orders_service_pb2.CompleteOrderResponse:
-        order = await self._run("CompleteOrder", context, self._calls.complete_order, request)
-        return orders_service_pb2.CompleteOrderResponse(order=order)
+        return await self._serve("CompleteOrder", self._complete_order, request, context)
 
     async def DisableOrder(
         self, request: orders_service_pb2.DisableOrderRequest, context: CallContext
     ) -> orders_service_pb2.DisableOrderResponse:
-        order = await self._run("DisableOrder", context, self._calls.disable_order, request)
-        return orders_service_pb2.DisableOrderResponse(order=order)
+        return await self._serve("DisableOrder", self._disable_order, request, context)

@@ -7,9 +7,9 @@ from typing import cast
 
 import pytest
 
-from gateway.domain.errors import Unauthenticated
 from gateway.calls.auth import REALM, Authenticator, parse_basic
 from gateway.calls.credentials import hash_secret, new_secret, secret_matches
+from gateway.domain.errors import Unauthenticated
 from gateway.store.base import OrderStore
 
 

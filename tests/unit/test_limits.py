@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.domain.errors import ResourceExhausted
 from gateway.calls import limits
 from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
+from gateway.domain.errors import ResourceExhausted
 
 
 class Clock:

@@ -1,4 +1,5 @@
-"""The one gRPC -> HTTP status table, the one error body, and where a violated field travels in HTTP."""
+"""The one gRPC -> HTTP status table, the one function that answers every failure, the one error
+body, and where a violated field travels in HTTP."""
 
 from __future__ import annotations
 
@@ -10,7 +11,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.domain.errors import FieldViolation
+from gateway.calls.auth import REALM
+from gateway.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OrderError,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    invalid,
+)
 from gateway.protos import SERVICE_DESCRIPTOR
 from gateway.rest.app import RestGateway
 from gateway.rest.errors import (
@@ -18,14 +31,13 @@ from gateway.rest.errors import (
     RestError,
     error_body,
     error_response,
+    failure_response,
     locate,
-    rest_error_response,
-    rpc_error_response,
     validation_error,
 )
+from gateway.rest.router import MethodNotAllowed, NoRoute
 from gateway.rest.rules import rest_calls
-from gateway.rpc.status import rich_status
-from gateway.calls.auth import REALM
+from gateway.rpc.status import call_failed, details_from_metadata, error_of, status_of, trailing_metadata
 
 # Copied from the product contract (CONTRACT.md), "gRPC status -> HTTP status", as it is printed there.
 CONTRACT_TABLE = """
@@ -146,17 +158,35 @@ def test_locate_gathers_violations_by_location_and_field_in_order() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (NotFound("R", "m"), 404),
+        (invalid("R", [FieldViolation("type", "bad")]), 422),
+        (FailedPrecondition("R", "m"), 409),
+        (AlreadyExists("R", "m"), 409),
+        (Unauthenticated("R", "m"), 401),
+        (Unavailable("R", "m"), 503),
+        (ResourceExhausted("R", "m", retry_after_s=1.0), 429),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, OrderError) else str(v),
+)
+def test_each_error_kind_gets_its_http_status(error: OrderError, status: int) -> None:
+    assert failure_response(error, call=CALLS["CancelOrder"]).status == status
+
+
 @pytest.mark.parametrize("code", [c for c in grpc.StatusCode if c != grpc.StatusCode.OK])
 def test_a_failure_without_details_gets_its_status_and_a_generic_body(code: grpc.StatusCode) -> None:
-    response = rpc_error_response(CALLS["CancelOrder"], code, None)
+    response = failure_response(call_failed(code), call=CALLS["CancelOrder"])
     assert response.status == HTTP_STATUS[code]
     body = body_of(response)
     assert set(body["detail"]) == {"reason"}  # type: ignore[arg-type]
     assert body["message"]
+    assert "Retry-After" not in response.headers
 
 
 def test_a_failure_without_details_never_repeats_the_transport_message() -> None:
-    response = rpc_error_response(CALLS["GetOrder"], grpc.StatusCode.UNAVAILABLE, None)
+    response = failure_response(error_of(grpc.StatusCode.UNAVAILABLE, None), call=CALLS["GetOrder"])
     assert response.status == 503
     assert body_of(response) == {
         "detail": {"reason": "BACKEND_UNAVAILABLE"},
@@ -164,42 +194,105 @@ def test_a_failure_without_details_never_repeats_the_transport_message() -> None
     }
 
 
-def test_an_error_info_becomes_the_detail_with_its_reason_and_metadata() -> None:
-    status = rich_status(
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "order 'o' is completed and cannot be cancelled",
+def test_an_error_becomes_the_detail_with_its_reason_and_metadata() -> None:
+    error = FailedPrecondition(
         "ORDER_COMPLETED",
-        {"order_handle": "o", "status": "completed"},
+        "order 'o' is completed and cannot be cancelled",
+        {"status": "completed", "order_handle": "o"},
     )
-    response = rpc_error_response(CALLS["CancelOrder"], grpc.StatusCode.FAILED_PRECONDITION, status)
+    response = failure_response(error, call=CALLS["CancelOrder"])
     assert response.status == 409
     assert body_of(response) == {
         "detail": {"reason": "ORDER_COMPLETED", "order_handle": "o", "status": "completed"},
         "message": "order 'o' is completed and cannot be cancelled",
     }
+    assert isinstance(response.body, bytes)
+    assert response.body.index(b'"order_handle"') < response.body.index(b'"status"')  # sorted
 
 
 def test_invalid_argument_details_are_located_field_violations() -> None:
-    status = rich_status(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "type: ambiguous",
+    error = InvalidArgument(
         "AMBIGUOUS_ORDER",
-        violations=[FieldViolation("type", "ambiguous"), FieldViolation("update.metadata.k", "too big")],
+        "type: ambiguous",
+        {},
+        [FieldViolation("type", "ambiguous"), FieldViolation("update.metadata.k", "too big")],
     )
-    response = rpc_error_response(CALLS["CancelOrder"], grpc.StatusCode.INVALID_ARGUMENT, status)
+    response = failure_response(error, call=CALLS["CancelOrder"])
     assert response.status == 422
-    assert body_of(response)["detail"] == {
-        "query": {"type": ["ambiguous"]},
-        "body": {"metadata.k": ["too big"]},
+    assert body_of(response) == {
+        "detail": {"query": {"type": ["ambiguous"]}, "body": {"metadata.k": ["too big"]}},
+        "message": "type: ambiguous",
     }
 
 
+@pytest.mark.parametrize(("delay", "header"), [(0.2, "1"), (1.0, "1"), (2.5, "3"), (59.01, "60")])
+def test_a_retry_delay_is_a_retry_after_header_in_whole_seconds(delay: float, header: str) -> None:
+    error = ResourceExhausted("RATE_LIMITED", "slow down", {"limit_per_second": "2"}, retry_after_s=delay)
+    response = failure_response(error, call=CALLS["GetOrder"])
+    assert response.status == 429
+    assert response.headers["Retry-After"] == header
+    assert body_of(response)["detail"] == {"reason": "RATE_LIMITED", "limit_per_second": "2"}
+
+
+def test_an_error_message_is_bounded_as_over_grpc() -> None:
+    response = failure_response(NotFound("ORDER_NOT_FOUND", "x" * 1000), call=CALLS["GetOrder"])
+    message = body_of(response)["message"]
+    assert isinstance(message, str)
+    assert len(message.encode()) <= 300
+    assert "…" in message
+
+
 def test_unauthenticated_answers_carry_the_basic_challenge() -> None:
-    status = rich_status(grpc.StatusCode.UNAUTHENTICATED, "missing credentials", "UNAUTHENTICATED")
-    response = rpc_error_response(CALLS["GetOrder"], grpc.StatusCode.UNAUTHENTICATED, status)
+    response = failure_response(
+        Unauthenticated("UNAUTHENTICATED", "missing credentials"), call=CALLS["GetOrder"]
+    )
     assert response.status == 401
     assert response.headers["WWW-Authenticate"] == f'Basic realm="{REALM}"'
     assert "WWW-Authenticate" not in error_response(404, "not found", {}).headers
+
+
+def test_no_route_is_a_404_and_a_wrong_method_a_405_with_allow() -> None:
+    assert failure_response(NoRoute()).status == 404
+    assert body_of(failure_response(NoRoute())) == {"detail": {}, "message": "no such route"}
+    response = failure_response(MethodNotAllowed(["POST"]), method="PUT")
+    assert response.status == 405
+    assert response.headers["Allow"] == "POST"
+    assert body_of(response) == {
+        "detail": {"allowed": ["POST"]},
+        "message": "method PUT not allowed; allowed: POST",
+    }
+
+
+def test_any_other_failure_is_a_500_that_says_nothing_of_it() -> None:
+    response = failure_response(RuntimeError("secret insides"))
+    assert response.status == 500
+    assert body_of(response) == {
+        "detail": {"reason": "INTERNAL"},
+        "message": "internal error; the failure was logged",
+    }
+
+
+REMOTE_SAMPLES: list[OrderError] = [
+    NotFound("ORDER_NOT_FOUND", "order 'h' not found", {"order_handle": "h"}),
+    FailedPrecondition("ORDER_COMPLETED", "fp", {"status": "completed", "order_handle": "o", "b": "1"}),
+    Unauthenticated("UNAUTHENTICATED", "ua", {"realm": REALM}),
+    ResourceExhausted("RATE_LIMITED", "slow", {"limit_per_second": "0.5"}, retry_after_s=1.0000000004),
+    ResourceExhausted("TOO_MANY_FAILED_AUTHENTICATIONS", "locked", retry_after_s=59.999999),
+    invalid(
+        "INVALID_ARGUMENT", [FieldViolation(f"update.metadata.{'😀' * 80}{i}", "x" * 200) for i in range(40)]
+    ),
+    NotFound("ORDER_NOT_FOUND", f"order '{'😀' * 255}' not found", {"order_handle": "😀" * 255}),
+    call_failed(grpc.StatusCode.DEADLINE_EXCEEDED),
+]
+
+
+@pytest.mark.parametrize("error", REMOTE_SAMPLES, ids=lambda e: e.reason)
+def test_an_error_answers_the_same_bytes_in_process_and_through_grpc(error: OrderError) -> None:
+    code, status = status_of(error)
+    remote = error_of(code, details_from_metadata(trailing_metadata(status)))
+    here = failure_response(error, call=CALLS["CancelOrder"])
+    there = failure_response(remote, call=CALLS["CancelOrder"])
+    assert (here.status, dict(here.headers), here.body) == (there.status, dict(there.headers), there.body)
 
 
 def test_validation_error_is_a_422_with_the_problems_as_detail() -> None:
@@ -216,7 +309,7 @@ def test_validation_error_is_a_422_with_the_problems_as_detail() -> None:
 
 
 def test_a_rest_error_keeps_its_headers() -> None:
-    response = rest_error_response(RestError(408, "too slow", {}, {"Connection": "close"}))
+    response = failure_response(RestError(408, "too slow", {}, {"Connection": "close"}))
     assert response.status == 408
     assert response.headers["Connection"] == "close"
     assert body_of(response) == {"detail": {}, "message": "too slow"}

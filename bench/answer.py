@@ -17,10 +17,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gateway.protos import order_pb2, orders_service_pb2
-from gateway.runtime import open_store
-from gateway.seed import seed_orders
+from gateway.assembly import open_store
 from gateway.calls.orders import OrderCalls
+from gateway.protos import order_pb2, orders_service_pb2
+from gateway.seed import seed_orders
 
 ACCOUNT = "bench"
 # seed_orders names its one order PREFIX0: run1restembedded-10000, as long as the handles the

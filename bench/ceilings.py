@@ -36,8 +36,8 @@ from google.protobuf import json_format
 from bench.answer import cancelled_seed_order
 from gateway.jsonmap import encode_json
 from gateway.protos import SERVICE_NAME, orders_service_pb2
-from gateway.rpc.stubs import orders_service_grpc
 from gateway.rpc.reflection import add_reflection
+from gateway.rpc.stubs import orders_service_grpc
 
 # The product's settings, so that only the work per request differs (gateway/rest/server.py and
 # gateway/rpc/server.py).

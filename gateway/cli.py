@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import logging
 import multiprocessing
 import queue
@@ -17,13 +18,15 @@ from typing import Any
 import uvloop
 
 from gateway import config
+from gateway.assembly import Gateway, open_store
+from gateway.calls.credentials import hash_secret, new_secret
 from gateway.config import OneLineParser
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET, REFERENCE_ORDER, install_demo
 from gateway.observability.logs import configure_logging
 from gateway.protos import SERVICE_NAME
-from gateway.runtime import Running, open_store, run_until_signalled
+from gateway.runtime import run_until_signalled
 from gateway.seed import seed_orders
-from gateway.calls.credentials import hash_secret, new_secret
+from gateway.settings import GatewaySettings, StoreSettings
 
 log = logging.getLogger("hypertrack_gateway")
 
@@ -75,19 +78,18 @@ def _shown_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def banner(args: argparse.Namespace, mode: str, http_port: int | None, grpc_port: int | None) -> str:
-    host = _shown_host(args.host)
-    scheme = "https" if getattr(args, "tls_cert", None) else "http"
-    lines = [f"hypertrack-gateway {mode}: {args.workers} worker(s)"]
+def banner(settings: GatewaySettings, http_port: int | None, grpc_port: int | None) -> str:
+    host = _shown_host(settings.listen.host)
+    scheme = "https" if settings.listen.tls is not None else "http"
+    lines = [f"hypertrack-gateway {settings.mode}: {settings.workers} worker(s)"]
     if http_port is not None:
-        backend = "in-process" if mode == "serve" else args.backend
+        backend = "in-process" if settings.backend is None else settings.backend.target
         lines.append(f"  REST  {scheme}://{host}:{http_port}  (backend: {backend})")
     if grpc_port is not None:
         lines.append(f"  gRPC  {host}:{grpc_port}  ({SERVICE_NAME}, grpc.health.v1.Health, reflection)")
-    if mode != "http":
-        lines.append(f"  database  {config.redacted(args.database)}")
-    demo = mode != "http" and not args.no_demo
-    if demo:
+    if settings.serves_grpc:
+        lines.append(f"  database  {config.redacted(settings.store.database)}")
+    if settings.store.demo:
         token = base64.b64encode(f"{DEMO_ACCOUNT}:{DEMO_SECRET}".encode()).decode()
         lines.append(f"Demo account, for local use only: AccountID {DEMO_ACCOUNT}, SecretKey {DEMO_SECRET}")
         lines.append("Try:")
@@ -103,39 +105,48 @@ def banner(args: argparse.Namespace, mode: str, http_port: int | None, grpc_port
                 f' -d \'{{"order_handle": "{REFERENCE_ORDER}"}}\''
                 f" {host}:{grpc_port} {SERVICE_NAME}/GetOrder"
             )
-    lines.append(f"Stop with Ctrl-C or SIGTERM: calls in flight get {args.grace:g} s to finish.")
+    lines.append(f"Stop with Ctrl-C or SIGTERM: calls in flight get {settings.grace_s:g} s to finish.")
     return "\n".join(lines)
 
 
-async def _prepare_database(args: argparse.Namespace, demo: bool) -> None:
-    store = await open_store(args.database)
+async def _prepare_database(settings: StoreSettings) -> None:
+    """The schema brought up to date, and the demo data put in when asked for."""
+    store = await open_store(settings.database)
     try:
-        if demo:
+        if settings.demo:
             await install_demo(store)
     finally:
         await store.close()
 
 
-def _worker(mode: str, args: argparse.Namespace, ready: Any) -> None:
-    configure_logging(args.log_level)
+def _worker(settings: GatewaySettings, ready: Any) -> None:
+    configure_logging(settings.logging.level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor relays SIGINT as SIGTERM
 
-    def announce(running: Running) -> None:
+    def announce(gateway: Gateway) -> None:
         ready.put("ready")
 
-    sys.exit(uvloop.run(run_until_signalled(mode, args, reuse_port=True, announce=announce)))
+    sys.exit(uvloop.run(run_until_signalled(settings, announce=announce)))
 
 
-def _supervise(mode: str, args: argparse.Namespace) -> int:
+def _supervise(settings: GatewaySettings) -> int:
     """Run `--workers` processes sharing the ports; relay SIGTERM/SIGINT; exit 0 when all did."""
-    ports = {"grpc": [args.grpc_port], "http": [args.http_port]}.get(mode, [args.http_port, args.grpc_port])
+    listen = settings.listen
+    ports = ([listen.http_port] if settings.serves_rest else []) + (
+        [listen.grpc_port] if settings.serves_grpc else []
+    )
     if 0 in ports:
         print("hypertrack-gateway: error: --workers above 1 needs fixed ports, not 0", file=sys.stderr)
         return 2
+    # The schema and the demo data are put in once, here, not by every worker at the same time.
+    if settings.serves_grpc:
+        uvloop.run(_prepare_database(settings.store))
+    worker_settings = dataclasses.replace(settings, store=dataclasses.replace(settings.store, demo=False))
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
     workers = [
-        context.Process(target=_worker, args=(mode, args, ready), daemon=False) for _ in range(args.workers)
+        context.Process(target=_worker, args=(worker_settings, ready), daemon=False)
+        for _ in range(settings.workers)
     ]
     for worker in workers:
         worker.start()
@@ -156,33 +167,25 @@ def _supervise(mode: str, args: argparse.Namespace) -> int:
             worker.join()
         print("hypertrack-gateway: error: a worker failed to start", file=sys.stderr)
         return 1
-    http_port = None if mode == "grpc" else args.http_port
-    grpc_port = None if mode == "http" else args.grpc_port
-    print(banner(args, mode, http_port, grpc_port), flush=True)
+    http_port = listen.http_port if settings.serves_rest else None
+    grpc_port = listen.grpc_port if settings.serves_grpc else None
+    print(banner(settings, http_port, grpc_port), flush=True)
     for worker in workers:
         worker.join()
     return 0 if all(w.exitcode == 0 for w in workers) else 1
 
 
-def run_service(mode: str, args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
-    if mode != "http":
-        demo = not args.no_demo
-        uvloop.run(_prepare_database(args, demo))
-        if demo:
-            log.warning(
-                "demo account created for local use only",
-                extra={"account_id": DEMO_ACCOUNT},
-            )
-    if args.workers > 1:
-        return _supervise(mode, args)
+def run_service(settings: GatewaySettings) -> int:
+    configure_logging(settings.logging.level)
+    if settings.store.demo:
+        log.warning("demo account created for local use only", extra={"account_id": DEMO_ACCOUNT})
+    if settings.workers > 1:
+        return _supervise(settings)
 
-    def announce(running: Running) -> None:
-        http_port = running.rest.port if running.rest is not None else None
-        grpc_port = running.grpc.port if running.grpc is not None else None
-        print(banner(args, mode, http_port, grpc_port), flush=True)
+    def announce(gateway: Gateway) -> None:
+        print(banner(settings, gateway.rest_port, gateway.grpc_port), flush=True)
 
-    return uvloop.run(run_until_signalled(mode, args, reuse_port=False, announce=announce))
+    return uvloop.run(run_until_signalled(settings, announce=announce))
 
 
 async def _create_account(args: argparse.Namespace) -> int:
@@ -227,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("serve", "grpc", "http"):
         if args.command == "http" and args.backend is None:
             parser.error("http needs --backend HOST:PORT (or HYPERTRACK_GATEWAY_BACKEND)")
-        return run_service(args.command, args)
+        return run_service(config.service_settings(args.command, args))
     if args.command == "seed" and (args.account is None or args.count is None):
         parser.error("seed needs --account and --count")
     commands = {"accounts": _create_account, "seed": _seed, "migrate": _migrate}

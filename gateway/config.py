@@ -1,10 +1,12 @@
-"""Configuration: command-line flags, each with a `HYPERTRACK_GATEWAY_<FLAG>` environment
-variable, parsed and validated once at start-up. A bad value stops the program with one
-line that names the setting and what is wrong, and exit status 2."""
+"""The command line's settings: flags, each with a `HYPERTRACK_GATEWAY_<FLAG>` environment
+variable, parsed and validated once at start-up into the typed settings of gateway/settings.py.
+A bad value stops the program with one line that names the setting and what is wrong, and exit
+status 2. Nothing past this module and gateway/cli.py sees the parsed flags themselves."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import math
 import os
@@ -14,8 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gateway.rest.app import RestSettings
+from gateway.rest.context import DeadlinePolicy
+from gateway.settings import (
+    DEFAULT_DATABASE,
+    LOOPBACK_NETWORKS,
+    AdmissionSettings,
+    BackendSettings,
+    BackendTlsFiles,
+    GatewaySettings,
+    ListenSettings,
+    LogSettings,
+    Mode,
+    ServerTlsFiles,
+    StoreSettings,
+)
+
 ENV_PREFIX = "HYPERTRACK_GATEWAY_"
-DEFAULT_DATABASE = "sqlite:///var/hypertrack-gateway.db"
 
 
 def port(text: str) -> int:
@@ -183,7 +200,7 @@ AUTH_FAILURE_WINDOW = Option(
 TRUSTED_PROXIES = Option(
     "--trusted-proxies",
     networks,
-    networks("127.0.0.0/8,::1/128"),
+    LOOPBACK_NETWORKS,
     "networks of REST front ends whose x-forwarded-for names the client",
 )
 ACCOUNT = Option("--account", str, None, "account id")
@@ -230,7 +247,7 @@ def add_options(
                 default = option.parse(environ[option.env])
             except ValueError as error:
                 parser.exit(2, f"{parser.prog}: error: {option.env}: {error}\n")
-        help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
+        help_text = f"{option.help} [env {option.env}; default {_shown(option.default)}]"
         if option.is_switch:
             parser.add_argument(
                 option.flag, dest=option.dest, action="store_true", default=default, help=help_text
@@ -239,6 +256,15 @@ def add_options(
             parser.add_argument(
                 option.flag, dest=option.dest, type=_argparse_type(option), default=default, help=help_text
             )
+
+
+def _shown(default: Any) -> str:
+    """A default as it would be typed: `127.0.0.0/8,::1/128`, not the repr of a tuple of networks."""
+    if isinstance(default, tuple):
+        return ",".join(str(part) for part in default) or "none"
+    if default is None:
+        return "none"
+    return str(default)
 
 
 def _argparse_type(option: Option) -> Callable[[str], Any]:
@@ -267,3 +293,50 @@ def check_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 def environ() -> Mapping[str, str]:
     """The process environment: read here, at the edge, and nowhere else."""
     return os.environ
+
+
+def service_settings(mode: Mode, args: argparse.Namespace) -> GatewaySettings:
+    """The typed settings of `serve`, `grpc` or `http` from its parsed flags (after check_pairs).
+    Each command has the option groups listed above: which flags exist follows from `mode`."""
+    serves_rest, serves_grpc = mode != "grpc", mode != "http"
+    tls = None
+    if args.tls_cert is not None:
+        tls = ServerTlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca if serves_grpc else None)
+    ports = {}
+    if serves_rest:
+        ports["http_port"] = args.http_port
+    if serves_grpc:
+        ports["grpc_port"] = args.grpc_port
+    settings = GatewaySettings(
+        mode=mode,
+        listen=ListenSettings(host=args.host, tls=tls, reuse_port=args.workers > 1, **ports),
+        store=StoreSettings(args.database, demo=serves_grpc and not args.no_demo),
+        logging=LogSettings(level=args.log_level),
+        workers=args.workers,
+        grace_s=args.grace,
+        backend=_backend_settings(args) if mode == "http" else None,
+    )
+    if serves_rest:
+        rest = RestSettings(
+            max_body_bytes=args.max_body_bytes,
+            body_timeout_s=args.body_timeout,
+            deadlines=DeadlinePolicy(args.default_timeout, args.max_timeout),
+        )
+        settings = dataclasses.replace(settings, rest=rest)
+    if serves_grpc:
+        admission = AdmissionSettings(
+            rate_limit=args.rate_limit,
+            rate_burst=args.rate_burst,
+            auth_failure_limit=args.auth_failure_limit,
+            auth_failure_window_s=args.auth_failure_window,
+            trusted_proxies=args.trusted_proxies,
+        )
+        settings = dataclasses.replace(settings, admission=admission)
+    return settings
+
+
+def _backend_settings(args: argparse.Namespace) -> BackendSettings:
+    tls = None
+    if args.backend_ca is not None:
+        tls = BackendTlsFiles(args.backend_ca, args.backend_cert, args.backend_key)
+    return BackendSettings(args.backend, tls)

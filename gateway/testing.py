@@ -10,56 +10,117 @@ anyone extending it can test against the real thing in a few lines:
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import grpc
 
-from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET, install_demo
-from gateway.observability.metrics import InstrumentedStore, Metrics
-from gateway.protos import SERVICE_DESCRIPTOR
-from gateway.rpc.stubs import orders_service_grpc
-from gateway.rest.app import RestGateway, RestSettings
-from gateway.rest.backend import Backend, InProcessBackend, RemoteBackend
-from gateway.rest.openapi import openapi_document
-from gateway.rest.ops import ops_routes
-from gateway.rest.rules import rest_calls
+from gateway.assembly import Clock, Gateway, assemble
+from gateway.calls.credentials import hash_secret, new_secret
+from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET
+from gateway.observability.metrics import Metrics
+from gateway.rest.app import RestSettings
+from gateway.rest.backend import Backend
 from gateway.rest.server import RestServer
 from gateway.rpc.server import GrpcServer
-from gateway.rpc.servicer import Admission, OrdersServicer
-from gateway.calls.auth import Authenticator
-from gateway.calls.credentials import hash_secret, new_secret
-from gateway.calls.orders import OrderCalls
+from gateway.rpc.stubs import orders_service_grpc
+from gateway.settings import (
+    AdmissionSettings,
+    BackendSettings,
+    GatewaySettings,
+    ListenSettings,
+    LogSettings,
+    ServerTlsFiles,
+    StoreSettings,
+)
 from gateway.store.base import OrderStore
-from gateway.store.sqlite import SqliteStore
 
 BackendKind = Literal["in-process", "remote"]
+
+STACK_GRACE_S = 2.0
+NO_LIMITS = AdmissionSettings(auth_failure_limit=0)
+"""The stack's default admission: tests that try many bad credentials must not lock each other out."""
 
 
 def basic(account_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{account_id}:{secret}".encode()).decode()
 
 
+def stack_settings(
+    directory: Path,
+    *,
+    rest: RestSettings | None = None,
+    admission: AdmissionSettings = NO_LIMITS,
+    tls: ServerTlsFiles | None = None,
+    access_log: bool = False,
+) -> GatewaySettings:
+    """The settings of a test's `serve`: free loopback ports, a database in `directory`, the demo
+    data, and otherwise production's settings unless a test names its own."""
+    return GatewaySettings(
+        mode="serve",
+        listen=ListenSettings(host="127.0.0.1", http_port=0, grpc_port=0, tls=tls),
+        store=StoreSettings(f"sqlite:///{directory / 'gateway.db'}", demo=True),
+        rest=rest or RestSettings(),
+        admission=admission,
+        logging=LogSettings(access_log=access_log),
+        grace_s=STACK_GRACE_S,
+    )
+
+
 @dataclass
 class GatewayStack:
-    """A running gateway: `rest_url`, `grpc_target`, the store, and the demo credentials."""
+    """A running gateway: `rest_url`, `grpc_target`, the store, and the demo credentials.
 
-    store: OrderStore
-    grpc_server: GrpcServer
-    rest_server: RestServer
-    backend: Backend
-    metrics: Metrics
-    database_path: Path
+    With the in-process backend it is one `serve`; with the remote backend, a `grpc` and an `http`
+    in front of it, as separate gateways of the same assembly (in this process).
+    """
+
+    settings: GatewaySettings
+    server: Gateway
+    """The part that owns the store and serves gRPC."""
+    front: Gateway
+    """The part that serves REST (the same as `server` with the in-process backend)."""
     account_id: str = DEMO_ACCOUNT
     secret: str = DEMO_SECRET
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     @property
+    def store(self) -> OrderStore:
+        assert self.server.store is not None
+        return self.server.store
+
+    @property
+    def grpc_server(self) -> GrpcServer:
+        assert self.server.grpc is not None
+        return self.server.grpc
+
+    @property
+    def rest_server(self) -> RestServer:
+        assert self.front.rest is not None
+        return self.front.rest
+
+    @property
+    def backend(self) -> Backend:
+        assert self.front.backend is not None
+        return self.front.backend
+
+    @property
+    def metrics(self) -> Metrics:
+        """The REST front end's metrics."""
+        return self.front.metrics
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.settings.store.database.removeprefix("sqlite:///"))
+
+    @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_server.port}"
+        scheme = "https" if self.settings.listen.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.rest_server.port}"
 
     @property
     def grpc_target(self) -> str:
@@ -91,45 +152,30 @@ class GatewayStack:
         directory: Path,
         *,
         backend: BackendKind = "in-process",
-        settings: RestSettings | None = None,
-        clock: Callable[[], int] | None = None,
+        rest: RestSettings | None = None,
+        admission: AdmissionSettings = NO_LIMITS,
+        tls: ServerTlsFiles | None = None,
+        access_log: bool = False,
+        clock: Clock | None = None,
         store: OrderStore | None = None,
-        admission: Admission | None = None,
     ) -> AsyncIterator[GatewayStack]:
-        database_path = directory / "gateway.db"
-        metrics = Metrics()
-        store = InstrumentedStore(store or await SqliteStore.open(database_path), metrics)
-        await install_demo(store)
-        calls = OrderCalls(store) if clock is None else OrderCalls(store, clock=clock)
-        servicer = OrdersServicer(
-            calls, Authenticator(store), admission=admission, observe=metrics.observe_call
-        )
-        grpc_server = await GrpcServer.start(servicer, store, host="127.0.0.1", port=0)
-        chosen: Backend
-        if backend == "in-process":
-            chosen = InProcessBackend(servicer, grpc_server.health)
-        else:
-            chosen = RemoteBackend(
-                f"127.0.0.1:{grpc_server.port}", SERVICE_DESCRIPTOR, rest_calls(SERVICE_DESCRIPTOR)
-            )
-        gateway = RestGateway(
-            chosen,
-            settings,
-            extra_routes=ops_routes(
-                metrics,
-                {"database": grpc_server.health.check, "grpc_backend": chosen.ready},
-                openapi_document(),
-            ),
-            observer=metrics.observe_request,
-        )
-        rest_server = await RestServer.start(gateway, host="127.0.0.1", port=0, grace_s=2.0)
-        stack = cls(store, grpc_server, rest_server, chosen, metrics, database_path)
-        try:
-            yield stack
-        finally:
-            await rest_server.stop()
-            await grpc_server.stop(1.0)
-            for channel in stack._channels:
-                await channel.close()
-            await chosen.close()
-            await store.close()
+        """Start the stack; `store` replaces the SQLite file (a test's wrapper around one, say)."""
+        settings = stack_settings(directory, rest=rest, admission=admission, tls=tls, access_log=access_log)
+        async with AsyncExitStack() as parts:
+            if backend == "in-process":
+                server = front = await assemble(settings, store=store, clock=clock)
+                parts.push_async_callback(server.stop)
+            else:
+                if tls is not None:
+                    raise ValueError("the remote stack's front end has no client TLS settings")
+                server = await assemble(dataclasses.replace(settings, mode="grpc"), store=store, clock=clock)
+                parts.push_async_callback(server.stop)
+                target = BackendSettings(f"127.0.0.1:{server.grpc_port}")
+                front = await assemble(dataclasses.replace(settings, mode="http", backend=target))
+                parts.push_async_callback(front.stop)
+            stack = cls(settings, server, front)
+            try:
+                yield stack
+            finally:
+                for channel in stack._channels:
+                    await channel.close()

@@ -54,7 +54,7 @@ def configure_logging(level: str = "info") -> None:
 class AccessLog:
     """The RequestObserver that writes one JSON line per answered request, in batches.
 
-    A write per line costs a system call per request, a quarter of the REST throughput at full
+    A write per line costs a system call per request, a large share of the REST throughput at full
     speed; lines are gathered and written together at most `flush_interval_s` later, and on
     `flush()` at shutdown. The line has the fields of the other log lines (JsonFormatter).
     """

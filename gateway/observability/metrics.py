@@ -3,7 +3,7 @@
 Every call is counted and timed two or three times, so the metrics are plain dicts and lists
 updated on the event loop's thread (a dict lookup, a bisect and two additions), and turned into
 Prometheus families only when /metrics is read. prometheus_client's own Counter and Histogram
-take a lock per update and walk the buckets in Python: 3.5 of the 26 µs of an in-process cancel.
+take a lock per update and walk the buckets in Python, a visible share of an in-process cancel.
 """
 
 from __future__ import annotations

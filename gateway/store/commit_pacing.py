@@ -17,6 +17,7 @@ short one, and one odd wait does not decide. Once it stops, the pacer tries agai
 PROBE_INTERVAL_S later. A write that comes after a quiet spell (more than COMMIT_INTERVAL_S after
 the last batch began) never waits.
 """
+
 from __future__ import annotations
 
 import math

@@ -9,9 +9,8 @@ import grpc
 import pytest
 
 from gateway.protos import orders_service_pb2
-from gateway.rpc.servicer import Admission
 from gateway.rpc.status import details_from_metadata, error_info, retry_delay_s
-from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
+from gateway.settings import AdmissionSettings
 from gateway.testing import BackendKind, GatewayStack
 
 
@@ -19,7 +18,7 @@ from gateway.testing import BackendKind, GatewayStack
 async def test_an_account_over_its_rate_gets_429_with_retry_after(
     tmp_path: Path, backend: BackendKind
 ) -> None:
-    admission = Admission(rate_limit=AccountRateLimit(0.5, 2))
+    admission = AdmissionSettings(rate_limit=0.5, rate_burst=2, auth_failure_limit=0)
     async with (
         GatewayStack.start(tmp_path, backend=backend, admission=admission) as stack,
         aiohttp.ClientSession(headers=stack.rest_auth()) as http,
@@ -40,7 +39,7 @@ async def test_an_account_over_its_rate_gets_429_with_retry_after(
 
 
 async def test_grpc_callers_get_resource_exhausted_with_retry_info(tmp_path: Path) -> None:
-    admission = Admission(rate_limit=AccountRateLimit(1.0, 1))
+    admission = AdmissionSettings(rate_limit=1.0, rate_burst=1, auth_failure_limit=0)
     async with GatewayStack.start(tmp_path, admission=admission) as stack:
         stub = stack.stub()
         request = orders_service_pb2.GetOrderRequest(order_handle="order-3")
@@ -59,7 +58,7 @@ async def test_grpc_callers_get_resource_exhausted_with_retry_info(tmp_path: Pat
 async def test_an_address_that_keeps_failing_authentication_is_locked_out(
     tmp_path: Path, backend: BackendKind
 ) -> None:
-    admission = Admission(auth_failures=AuthFailureLimit(3, 60.0))
+    admission = AdmissionSettings(auth_failure_limit=3, auth_failure_window_s=60.0)
     async with (
         GatewayStack.start(tmp_path, backend=backend, admission=admission) as stack,
         aiohttp.ClientSession() as http,
@@ -80,7 +79,7 @@ async def test_an_address_that_keeps_failing_authentication_is_locked_out(
 async def test_the_lockout_follows_the_rest_client_not_the_front_end(tmp_path: Path) -> None:
     """Behind the remote backend every call reaches gRPC from the front end's address; the front
     end names its client in x-forwarded-for, which the gRPC side trusts only from loopback."""
-    admission = Admission(auth_failures=AuthFailureLimit(2, 60.0))
+    admission = AdmissionSettings(auth_failure_limit=2, auth_failure_window_s=60.0)
     async with GatewayStack.start(tmp_path, backend="remote", admission=admission) as stack:
         stub = stack.stub()
         request = orders_service_pb2.GetOrderRequest(order_handle="order-3")

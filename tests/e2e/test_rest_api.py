@@ -117,7 +117,7 @@ def path_of(handle: str, action: str = "") -> str:
 async def small_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GatewayStack]:
     """The gateway with a small body limit."""
     settings = RestSettings(max_body_bytes=SMALL_BODY_LIMIT)
-    async with GatewayStack.start(tmp_path, backend=request.param, settings=settings) as running:
+    async with GatewayStack.start(tmp_path, backend=request.param, rest=settings) as running:
         yield running
 
 

@@ -89,7 +89,7 @@ async def run_property(
     tmp_path: Path, backend: BackendKind, prop: Callable[[RawClient], None], rest: RestSettings | None = None
 ) -> None:
     """Run `prop` against one gateway, in a thread, while the gateway serves on this loop."""
-    async with GatewayStack.start(tmp_path, backend=backend, settings=rest) as stack:
+    async with GatewayStack.start(tmp_path, backend=backend, rest=rest) as stack:
         client = RawClient(stack.rest_server.port, stack.rest_auth()["Authorization"])
         await asyncio.to_thread(prop, client)
 

@@ -39,10 +39,9 @@ from jsonschema import Draft202012Validator
 from schemathesis.checks import CheckFunction, ignored_auth
 
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET
-from gateway.rest.openapi import openapi_document
-from gateway.rpc.servicer import Admission
-from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
-from gateway.testing import BackendKind, GatewayStack, basic
+from gateway.openapi import openapi_document
+from gateway.settings import AdmissionSettings
+from gateway.testing import NO_LIMITS, BackendKind, GatewayStack, basic
 
 SEED = int(os.environ.get("HYPERTRACK_SCHEMATHESIS_SEED", "20261130"))
 MAX_EXAMPLES = 10  # per operation and phase: ~900 requests per backend, a few seconds
@@ -77,7 +76,7 @@ class LiveGateway:
 
     directory: Path
     backend: BackendKind
-    admission: Admission | None = None
+    admission: AdmissionSettings = NO_LIMITS
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -250,7 +249,9 @@ def test_failures_match_the_document(live_schema: Any) -> None:
 
 def test_refusals_of_the_admission_limits_match_the_document(tmp_path: Path) -> None:
     """429 with Retry-After: the account's rate limit, then the address's failed-authentication lock-out."""
-    admission = Admission(rate_limit=AccountRateLimit(0.01, 1), auth_failures=AuthFailureLimit(1, 60.0))
+    admission = AdmissionSettings(
+        rate_limit=0.01, rate_burst=1, auth_failure_limit=1, auth_failure_window_s=60.0
+    )
     with LiveGateway(tmp_path, "remote", admission) as gateway:
         schema = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
         # ignored_auth sends calls of its own with wrong credentials, which would spend the limits.

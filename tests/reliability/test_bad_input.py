@@ -63,9 +63,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayStack]:
 @pytest.fixture
 async def slow_gateway(tmp_path: Path) -> AsyncIterator[GatewayStack]:
     """A gateway that waits only SLOW_BODY_TIMEOUT_S for a body."""
-    async with GatewayStack.start(
-        tmp_path, settings=RestSettings(body_timeout_s=SLOW_BODY_TIMEOUT_S)
-    ) as running:
+    async with GatewayStack.start(tmp_path, rest=RestSettings(body_timeout_s=SLOW_BODY_TIMEOUT_S)) as running:
         yield running
 
 

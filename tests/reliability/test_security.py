@@ -30,12 +30,12 @@ import pytest
 import requests
 from multidict import CIMultiDictProxy
 
+from gateway.calls.auth import Authenticator
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET
 from gateway.domain.errors import Unauthenticated
 from gateway.protos import order_pb2, orders_service_pb2
-from gateway.rpc.stubs import orders_service_grpc
 from gateway.rpc.status import details_from_metadata, error_info
-from gateway.calls.auth import Authenticator
+from gateway.rpc.stubs import orders_service_grpc
 from gateway.testing import GatewayStack, basic
 from tests.processes import GatewayProcess, executable
 from tests.reliability.certs import Pki, make_pki

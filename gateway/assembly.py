@@ -1,0 +1,210 @@
+"""The one place the gateway is put together: settings in, running servers out.
+
+`serve`, `grpc`, `http`, the tests' `GatewayStack` and the benchmark all call `assemble`, so
+what the tests run is the wiring production runs; they differ only by the settings (and the
+clock or store) they hand in. The parts, from the inside out:
+
+    store -> OrderCalls -> OrdersServicer -> gRPC server          (serve, grpc)
+    backend (the servicer in-process, or gRPC servers) -> RestGateway -> REST server   (serve, http)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.calls.admission import Admission
+from gateway.calls.auth import Authenticator
+from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
+from gateway.calls.orders import OrderCalls
+from gateway.demo import install_demo
+from gateway.observability.logs import AccessLog
+from gateway.observability.metrics import Metrics
+from gateway.openapi import openapi_document
+from gateway.protos import SERVICE_DESCRIPTOR
+from gateway.rest.app import RequestObserver, RestGateway
+from gateway.rest.backend import Backend, ClientTls, InProcessBackend, RemoteBackend
+from gateway.rest.ops import ReadinessCheck, ops_routes
+from gateway.rest.rules import rest_calls
+from gateway.rest.server import RestServer
+from gateway.rpc.server import GrpcServer, ServerTls
+from gateway.rpc.servicer import OrdersServicer
+from gateway.settings import (
+    AdmissionSettings,
+    BackendSettings,
+    GatewaySettings,
+    ServerTlsFiles,
+)
+from gateway.store.base import OrderStore
+from gateway.store.instrumented import InstrumentedStore
+
+Clock = Callable[[], int]
+"""Epoch milliseconds."""
+
+
+async def open_store(url: str) -> OrderStore:
+    """The store a database URL names: `sqlite:///PATH` or `postgresql://...`."""
+    if url.startswith("sqlite:///"):
+        from gateway.store.sqlite import SqliteStore
+
+        return await SqliteStore.open(url.removeprefix("sqlite:///"))
+    from gateway.store.postgres import PostgresStore
+
+    return await PostgresStore.open(url)
+
+
+def admission(settings: AdmissionSettings) -> Admission:
+    """The call limits the settings ask for."""
+    rate = None
+    if settings.rate_limit > 0:
+        burst = settings.rate_burst or max(1, math.ceil(2 * settings.rate_limit))
+        rate = AccountRateLimit(settings.rate_limit, burst)
+    failures = None
+    if settings.auth_failure_limit > 0:
+        failures = AuthFailureLimit(settings.auth_failure_limit, settings.auth_failure_window_s)
+    return Admission(rate, failures, settings.trusted_proxies)
+
+
+def server_tls(files: ServerTlsFiles | None) -> ServerTls | None:
+    if files is None:
+        return None
+    client_ca = files.client_ca.read_bytes() if files.client_ca is not None else None
+    return ServerTls(files.cert.read_bytes(), files.key.read_bytes(), client_ca)
+
+
+def rest_ssl_context(files: ServerTlsFiles | None) -> ssl.SSLContext | None:
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    return context
+
+
+def remote_backend(settings: BackendSettings) -> RemoteBackend:
+    tls = None
+    if settings.tls is not None:
+        tls = ClientTls(
+            settings.tls.ca.read_bytes(),
+            settings.tls.cert.read_bytes() if settings.tls.cert else None,
+            settings.tls.key.read_bytes() if settings.tls.key else None,
+        )
+    return RemoteBackend(settings.target, SERVICE_DESCRIPTOR, rest_calls(SERVICE_DESCRIPTOR), tls=tls)
+
+
+@dataclass
+class Gateway:
+    """The running parts of one process, in the order they stop."""
+
+    settings: GatewaySettings
+    metrics: Metrics
+    rest: RestServer | None = None
+    grpc: GrpcServer | None = None
+    backend: Backend | None = None
+    store: OrderStore | None = None
+    access_log: AccessLog | None = None
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+    @property
+    def rest_port(self) -> int | None:
+        return self.rest.port if self.rest is not None else None
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.grpc.port if self.grpc is not None else None
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking work, let calls in flight finish within the grace period, close the store."""
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        # Both listeners stop taking work at once and share the grace period.
+        stopping = []
+        if self.rest is not None:
+            stopping.append(self.rest.stop())
+        if self.grpc is not None:
+            stopping.append(self.grpc.stop(grace))
+        await asyncio.gather(*stopping)
+        if self.backend is not None:
+            await self.backend.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.access_log is not None:
+            self.access_log.flush()
+
+
+async def assemble(
+    settings: GatewaySettings, *, store: OrderStore | None = None, clock: Clock | None = None
+) -> Gateway:
+    """Start the parts `settings.mode` asks for. `store`, when given, is used instead of opening
+    `settings.store.database` (a test's faulty store, say), and is closed with the gateway."""
+    gateway = Gateway(settings, Metrics())
+    try:
+        if settings.serves_grpc:
+            await _start_grpc(gateway, store, clock)
+        if settings.serves_rest:
+            await _start_rest(gateway)
+    except BaseException:
+        await gateway.stop(0)
+        raise
+    return gateway
+
+
+async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock | None) -> None:
+    settings, metrics = gateway.settings, gateway.metrics
+    opened = store if store is not None else await open_store(settings.store.database)
+    instrumented = gateway.store = InstrumentedStore(opened, metrics.observe_store)
+    if settings.store.demo:
+        await install_demo(instrumented)
+    calls = OrderCalls(instrumented) if clock is None else OrderCalls(instrumented, clock=clock)
+    servicer = OrdersServicer(
+        calls,
+        Authenticator(instrumented),
+        admission=admission(settings.admission),
+        observe=metrics.observe_call,
+    )
+    gateway.grpc = await GrpcServer.start(
+        servicer,
+        instrumented,
+        host=settings.listen.host,
+        port=settings.listen.grpc_port,
+        reuse_port=settings.listen.reuse_port,
+        tls=server_tls(settings.listen.tls),
+        health_interval_s=settings.grpc.health_interval_s,
+    )
+    if settings.serves_rest:
+        health = gateway.grpc.health
+        gateway.backend = InProcessBackend(servicer, health)
+        gateway.readiness["database"] = health.check
+
+
+async def _start_rest(gateway: Gateway) -> None:
+    settings, metrics = gateway.settings, gateway.metrics
+    if gateway.backend is None:
+        assert settings.backend is not None  # GatewaySettings requires one for http
+        gateway.backend = remote_backend(settings.backend)
+    gateway.readiness["grpc_backend"] = gateway.backend.ready
+    observer: RequestObserver = metrics.observe_request
+    if settings.logging.access_log:
+        access_log = gateway.access_log = AccessLog()
+
+        def observe(**fields: Any) -> None:
+            metrics.observe_request(**fields)
+            access_log(**fields)
+
+        observer = observe
+    rest_gateway = RestGateway(
+        gateway.backend,
+        settings.rest,
+        extra_routes=ops_routes(metrics, gateway.readiness, openapi_document()),
+        observer=observer,
+    )
+    gateway.rest = await RestServer.start(
+        rest_gateway,
+        host=settings.listen.host,
+        port=settings.listen.http_port,
+        grace_s=settings.grace_s,
+        reuse_port=settings.listen.reuse_port,
+        ssl_context=rest_ssl_context(settings.listen.tls),
+    )

@@ -1,0 +1,136 @@
+"""What a running gateway is told: frozen, typed settings, one object per concern.
+
+The command line (gateway/config.py and gateway/cli.py) fills them once, at the edge, from
+flags and `HYPERTRACK_GATEWAY_*` variables; tests and the benchmark build them directly.
+Everything past that edge reads these objects, never the environment or the command line itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gateway.rest.app import RestSettings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Mode = Literal["serve", "grpc", "http"]
+"""serve: REST and gRPC in one process over the store; grpc: only gRPC over the store;
+http: only REST, in front of gRPC servers elsewhere."""
+
+DEFAULT_DATABASE = "sqlite:///var/hypertrack-gateway.db"
+LOOPBACK_NETWORKS: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTlsFiles:
+    """PEM files of a TLS listener; with `client_ca`, gRPC clients must present a certificate it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    """Where the process listens, and over what. Port 0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 50051
+    tls: ServerTlsFiles | None = None
+    reuse_port: bool = False
+    """Share the ports with other processes (SO_REUSEPORT): set for `--workers` above 1 only, so
+    that a second server started by mistake on a port in use fails instead of sharing it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """The database, and whether the demo account and orders are put in it at start-up."""
+
+    database: str = DEFAULT_DATABASE
+    demo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTlsFiles:
+    """PEM roots to trust for a TLS backend, and a client certificate and key for mutual TLS."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """The gRPC servers a REST-only front end calls (`host:port`, or `dns:///name:port` to balance)."""
+
+    target: str
+    tls: BackendTlsFiles | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcSettings:
+    """The gRPC server's own settings."""
+
+    health_interval_s: float = 2.0
+    """How often the health service asks the store whether it answers."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionSettings:
+    """Limits every call passes before it runs; 0 turns a limit off."""
+
+    rate_limit: float = 0.0
+    """Calls a second per account, on average."""
+    rate_burst: int = 0
+    """Calls per account at once; 0 means twice `rate_limit`."""
+    auth_failure_limit: int = 20
+    """Failed authentications per client address per window."""
+    auth_failure_window_s: float = 60.0
+    trusted_proxies: tuple[Network, ...] = LOOPBACK_NETWORKS
+    """Networks of REST front ends whose `x-forwarded-for` names the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+    access_log: bool = True
+    """One JSON line per REST request, at `info`."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Everything one gateway process runs with."""
+
+    mode: Mode = "serve"
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    """Unused by `http`, which has no store."""
+    backend: BackendSettings | None = None
+    """Required by `http`; `serve` calls its own servicer in-process."""
+    rest: RestSettings = field(default_factory=RestSettings)
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    logging: LogSettings = field(default_factory=LogSettings)
+    workers: int = 1
+    grace_s: float = 10.0
+    """Seconds calls in flight get to finish on SIGTERM or SIGINT."""
+
+    def __post_init__(self) -> None:
+        if self.mode == "http" and self.backend is None:
+            raise ValueError("http needs a backend")
+        if self.mode != "http" and self.backend is not None:
+            raise ValueError(f"{self.mode} serves its own calls and takes no backend")
+
+    @property
+    def serves_rest(self) -> bool:
+        return self.mode in ("serve", "http")
+
+    @property
+    def serves_grpc(self) -> bool:
+        return self.mode in ("serve", "grpc")

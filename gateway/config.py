@@ -20,16 +20,18 @@ from gateway.rest.app import RestSettings
 from gateway.rest.context import DeadlinePolicy
 from gateway.settings import (
     DEFAULT_DATABASE,
-    LOOPBACK_NETWORKS,
     AdmissionSettings,
     BackendSettings,
     BackendTlsFiles,
+    ConnectionSettings,
     GatewaySettings,
+    GrpcSettings,
     ListenSettings,
     LogSettings,
     Mode,
     ServerTlsFiles,
     StoreSettings,
+    Synchronous,
 )
 
 ENV_PREFIX = "HYPERTRACK_GATEWAY_"
@@ -129,6 +131,14 @@ def log_level(text: str) -> str:
     return text.lower()
 
 
+def synchronous(text: str) -> Synchronous:
+    if text.lower() == "full":
+        return "full"
+    if text.lower() == "normal":
+        return "normal"
+    raise ValueError(f"must be full or normal, not {text!r}")
+
+
 def boolean(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -161,14 +171,34 @@ HOST = Option("--host", host, "127.0.0.1", "address to listen on")
 HTTP_PORT = Option("--http-port", port, 8080, "REST port (0 picks a free one)")
 GRPC_PORT = Option("--grpc-port", port, 50051, "gRPC port (0 picks a free one)")
 DATABASE = Option("--database", database_url, DEFAULT_DATABASE, "sqlite:///PATH or postgresql://...")
-NO_DEMO = Option("--no-demo", boolean, False, "do not create the demo account and orders", is_switch=True)
+NO_DEMO = Option(
+    "--no-demo",
+    boolean,
+    False,
+    "do not create the demo account and orders on the default database",
+    is_switch=True,
+)
+DEMO = Option(
+    "--demo",
+    boolean,
+    False,
+    "create the demo account and orders on --database too (loopback --host only)",
+    is_switch=True,
+)
+SQLITE_SYNCHRONOUS = Option(
+    "--sqlite-synchronous",
+    synchronous,
+    "full",
+    "full: an answered change survives a power cut; normal: faster, but the last answered changes"
+    " may be lost to a power cut or OS crash (never to a process crash)",
+)
 WORKERS = Option("--workers", positive_int, 1, "processes sharing the ports (SO_REUSEPORT)")
 BACKEND = Option("--backend", backend_target, None, "gRPC servers to call: HOST:PORT or dns:///NAME:PORT")
 GRACE = Option("--grace", positive_float, 10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
 DEFAULT_TIMEOUT = Option(
     "--default-timeout", positive_float, 10.0, "deadline of a REST call without Grpc-Timeout"
 )
-MAX_TIMEOUT = Option("--max-timeout", positive_float, 60.0, "cap on any REST call's deadline")
+MAX_TIMEOUT = Option("--max-timeout", positive_float, 60.0, "cap on any call's deadline, REST and gRPC")
 MAX_BODY = Option("--max-body-bytes", positive_int, 65536, "largest REST request body (else 413)")
 BODY_TIMEOUT = Option(
     "--body-timeout", positive_float, 10.0, "seconds a REST request body may take to arrive"
@@ -200,8 +230,29 @@ AUTH_FAILURE_WINDOW = Option(
 TRUSTED_PROXIES = Option(
     "--trusted-proxies",
     networks,
-    LOOPBACK_NETWORKS,
-    "networks of REST front ends whose x-forwarded-for names the client",
+    (),
+    "networks of the proxies (REST) or REST front ends (gRPC) whose X-Forwarded-For names the client",
+)
+MAX_CONNECTIONS = Option(
+    "--max-connections",
+    non_negative_int,
+    0,
+    "open REST connections at most (0: from the descriptor limit, with head-room)",
+)
+HEADER_TIMEOUT = Option(
+    "--header-timeout", positive_float, 5.0, "seconds a REST connection may take to send a request head"
+)
+KEEPALIVE_TIMEOUT = Option(
+    "--keepalive-timeout", positive_float, 15.0, "seconds an idle REST keep-alive connection is kept"
+)
+GRPC_MAX_CONNECTION_IDLE = Option(
+    "--grpc-max-connection-idle", positive_float, 300.0, "seconds a gRPC connection without calls is kept"
+)
+GRPC_MAX_CONNECTION_AGE = Option(
+    "--grpc-max-connection-age", positive_float, 3600.0, "seconds before a gRPC connection is asked to go"
+)
+GRPC_MAX_CONCURRENT_STREAMS = Option(
+    "--grpc-max-concurrent-streams", positive_int, 100, "gRPC calls in flight on one connection at most"
 )
 ACCOUNT = Option("--account", str, None, "account id")
 COUNT = Option("--count", positive_int, None, "how many orders")
@@ -209,24 +260,17 @@ PREFIX = Option("--prefix", str, "load-", "handle prefix")
 
 # Settings come in groups, so that each command takes whole groups: the same limits on every
 # server that has them, the same TLS wherever it listens.
-_PROCESS = (HOST, DATABASE, WORKERS, GRACE, LOG_LEVEL)
-_REST_LIMITS = (DEFAULT_TIMEOUT, MAX_TIMEOUT, MAX_BODY, BODY_TIMEOUT)
+_PROCESS = (HOST, WORKERS, GRACE, LOG_LEVEL, MAX_TIMEOUT, TRUSTED_PROXIES)
+_REST_SERVER = (HTTP_PORT, DEFAULT_TIMEOUT, MAX_BODY, BODY_TIMEOUT, MAX_CONNECTIONS, HEADER_TIMEOUT,
+                KEEPALIVE_TIMEOUT)  # fmt: skip
 _SERVER_TLS = (TLS_CERT, TLS_KEY)
-_GRPC_SERVER = (GRPC_PORT, NO_DEMO, TLS_CLIENT_CA, RATE_LIMIT, RATE_BURST, AUTH_FAILURE_LIMIT,
-                AUTH_FAILURE_WINDOW, TRUSTED_PROXIES)  # fmt: skip
+_STORE = (DATABASE, NO_DEMO, DEMO, SQLITE_SYNCHRONOUS)
+_GRPC_SERVER = (GRPC_PORT, TLS_CLIENT_CA, RATE_LIMIT, RATE_BURST, AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW,
+                GRPC_MAX_CONNECTION_IDLE, GRPC_MAX_CONNECTION_AGE, GRPC_MAX_CONCURRENT_STREAMS)  # fmt: skip
 
-SERVE_OPTIONS = (*_PROCESS, HTTP_PORT, *_REST_LIMITS, *_SERVER_TLS, *_GRPC_SERVER)
-GRPC_OPTIONS = (*_PROCESS, *_SERVER_TLS, *_GRPC_SERVER)
-HTTP_OPTIONS = (
-    *_PROCESS,
-    HTTP_PORT,
-    BACKEND,
-    *_REST_LIMITS,
-    *_SERVER_TLS,
-    BACKEND_CA,
-    BACKEND_CERT,
-    BACKEND_KEY,
-)
+SERVE_OPTIONS = (*_PROCESS, *_REST_SERVER, *_SERVER_TLS, *_STORE, *_GRPC_SERVER)
+GRPC_OPTIONS = (*_PROCESS, *_SERVER_TLS, *_STORE, *_GRPC_SERVER)
+HTTP_OPTIONS = (*_PROCESS, *_REST_SERVER, BACKEND, *_SERVER_TLS, BACKEND_CA, BACKEND_CERT, BACKEND_KEY)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -288,6 +332,12 @@ def check_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     if getattr(args, "default_timeout", 0) > getattr(args, "max_timeout", float("inf")):
         parser.error("--default-timeout must not exceed --max-timeout")
+    if getattr(args, "demo", False) and not is_loopback(args.host):
+        parser.error(
+            f"--demo needs a loopback --host: the demo account's secret is public, not for {args.host}"
+        )
+    if getattr(args, "demo", False) and getattr(args, "no_demo", False):
+        parser.error("--demo and --no-demo contradict each other")
 
 
 def environ() -> Mapping[str, str]:
@@ -310,29 +360,64 @@ def service_settings(mode: Mode, args: argparse.Namespace) -> GatewaySettings:
     settings = GatewaySettings(
         mode=mode,
         listen=ListenSettings(host=args.host, tls=tls, reuse_port=args.workers > 1, **ports),
-        store=StoreSettings(args.database, demo=serves_grpc and not args.no_demo),
         logging=LogSettings(level=args.log_level),
         workers=args.workers,
         grace_s=args.grace,
         backend=_backend_settings(args) if mode == "http" else None,
+        admission=AdmissionSettings(trusted_proxies=args.trusted_proxies),
     )
     if serves_rest:
-        rest = RestSettings(
-            max_body_bytes=args.max_body_bytes,
-            body_timeout_s=args.body_timeout,
-            deadlines=DeadlinePolicy(args.default_timeout, args.max_timeout),
+        settings = dataclasses.replace(
+            settings,
+            rest=RestSettings(
+                max_body_bytes=args.max_body_bytes,
+                body_timeout_s=args.body_timeout,
+                deadlines=DeadlinePolicy(args.default_timeout, args.max_timeout),
+            ),
+            connections=ConnectionSettings(
+                max_connections=args.max_connections,
+                header_timeout_s=args.header_timeout,
+                keepalive_timeout_s=args.keepalive_timeout,
+            ),
         )
-        settings = dataclasses.replace(settings, rest=rest)
     if serves_grpc:
-        admission = AdmissionSettings(
-            rate_limit=args.rate_limit,
-            rate_burst=args.rate_burst,
-            auth_failure_limit=args.auth_failure_limit,
-            auth_failure_window_s=args.auth_failure_window,
-            trusted_proxies=args.trusted_proxies,
+        settings = dataclasses.replace(
+            settings,
+            store=StoreSettings(
+                args.database,
+                demo=wants_demo(args),
+                sqlite_synchronous=args.sqlite_synchronous,
+            ),
+            grpc=GrpcSettings(
+                max_timeout_s=args.max_timeout,
+                max_connection_idle_s=args.grpc_max_connection_idle,
+                max_connection_age_s=args.grpc_max_connection_age,
+                max_concurrent_streams=args.grpc_max_concurrent_streams,
+            ),
+            admission=AdmissionSettings(
+                rate_limit=args.rate_limit,
+                rate_burst=args.rate_burst,
+                auth_failure_limit=args.auth_failure_limit,
+                auth_failure_window_s=args.auth_failure_window,
+                trusted_proxies=args.trusted_proxies,
+            ),
         )
-        settings = dataclasses.replace(settings, admission=admission)
     return settings
+
+
+def wants_demo(args: argparse.Namespace) -> bool:
+    """The demo account only where it is safe: on the embedded default database (unless --no-demo),
+    or where --demo asks for it."""
+    return args.demo or (args.database == DEFAULT_DATABASE and not args.no_demo)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
 
 
 def _backend_settings(args: argparse.Namespace) -> BackendSettings:

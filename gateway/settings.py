@@ -20,10 +20,6 @@ Mode = Literal["serve", "grpc", "http"]
 http: only REST, in front of gRPC servers elsewhere."""
 
 DEFAULT_DATABASE = "sqlite:///var/hypertrack-gateway.db"
-LOOPBACK_NETWORKS: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +44,33 @@ class ListenSettings:
     that a second server started by mistake on a port in use fails instead of sharing it."""
 
 
+Synchronous = Literal["full", "normal"]
+
+
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     """The database, and whether the demo account and orders are put in it at start-up."""
 
     database: str = DEFAULT_DATABASE
     demo: bool = False
+    sqlite_synchronous: Synchronous = "full"
+    """SQLite's `synchronous` pragma in WAL mode. `full`: an answered change survives a power cut.
+    `normal`: it survives a crash of the process, but the last commits before a power cut or an OS
+    crash may be rolled back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """How the REST listener treats connections, so that a flood of them degrades service rather
+    than taking it down."""
+
+    max_connections: int = 0
+    """Open REST connections at most; 0 derives it from the descriptor limit, leaving head-room for
+    the database, gRPC and logs."""
+    header_timeout_s: float = 5.0
+    """Seconds a connection may take to send a complete request head, idle or not."""
+    keepalive_timeout_s: float = 15.0
+    """Seconds an idle keep-alive connection is kept open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +96,16 @@ class GrpcSettings:
 
     health_interval_s: float = 2.0
     """How often the health service asks the store whether it answers."""
+    max_timeout_s: float = 60.0
+    """Cap on a call's deadline, whatever `grpc-timeout` the caller sent."""
+    max_connection_idle_s: float = 300.0
+    """A connection without calls for this long is closed (GOAWAY)."""
+    max_connection_age_s: float = 3600.0
+    """A connection is closed (GOAWAY) after this long, so clients rebalance and leaks end."""
+    max_connection_age_grace_s: float = 30.0
+    """Time the calls of a connection past its age get to finish."""
+    max_concurrent_streams: int = 100
+    """Calls in flight on one connection at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +119,9 @@ class AdmissionSettings:
     auth_failure_limit: int = 20
     """Failed authentications per client address per window."""
     auth_failure_window_s: float = 60.0
-    trusted_proxies: tuple[Network, ...] = LOOPBACK_NETWORKS
-    """Networks of REST front ends whose `x-forwarded-for` names the client."""
+    trusted_proxies: tuple[Network, ...] = ()
+    """Networks of the proxies (for a REST server) or REST front ends (for a gRPC server) whose
+    forwarding header names the client. Nothing is trusted unless named."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +142,7 @@ class GatewaySettings:
     backend: BackendSettings | None = None
     """Required by `http`; `serve` calls its own servicer in-process."""
     rest: RestSettings = field(default_factory=RestSettings)
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     logging: LogSettings = field(default_factory=LogSettings)

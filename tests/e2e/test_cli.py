@@ -91,7 +91,9 @@ async def test_embedded_default_prints_commands_that_work(tmp_path: Path) -> Non
 
 async def test_grpc_and_http_as_separate_processes(tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'orders.db'}"
-    grpc_server = GatewayProcess.start(["grpc", "--grpc-port", "0", "--database", database], cwd=tmp_path)
+    grpc_server = GatewayProcess.start(
+        ["grpc", "--grpc-port", "0", "--database", database, "--demo"], cwd=tmp_path
+    )
     try:
         front = GatewayProcess.start(
             ["http", "--http-port", "0", "--backend", f"127.0.0.1:{grpc_server.grpc_port}"], cwd=tmp_path
@@ -170,7 +172,7 @@ async def test_sigterm_lets_cancels_in_flight_finish(tmp_path: Path) -> None:
 async def test_health_readiness_metrics_and_logs(tmp_path: Path) -> None:
     database_path = tmp_path / "orders.db"
     gateway = GatewayProcess.start(
-        ["serve", "--database", f"sqlite:///{database_path}"], cwd=tmp_path, env=EPHEMERAL_PORTS
+        ["serve", "--database", f"sqlite:///{database_path}", "--demo"], cwd=tmp_path, env=EPHEMERAL_PORTS
     )
     try:
         async with aiohttp.ClientSession() as http:
@@ -272,6 +274,7 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
             str(grpc_port),
             "--database",
             f"sqlite:///{tmp_path / 'orders.db'}",
+            "--demo",
         ],
         cwd=tmp_path,
     )
@@ -303,6 +306,10 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
         (["serve"], {"HYPERTRACK_GATEWAY_LOG_LEVEL": "loud"}, "HYPERTRACK_GATEWAY_LOG_LEVEL"),
         (["serve"], {"HYPERTRACK_GATEWAY_NO_DEMO": "maybe"}, "HYPERTRACK_GATEWAY_NO_DEMO"),
         (["seed", "--count", "5"], {}, "--account"),
+        (["serve", "--demo", "--host", "0.0.0.0"], {}, "--demo"),
+        (["grpc", "--demo"], {"HYPERTRACK_GATEWAY_HOST": "192.0.2.1"}, "--demo"),
+        (["serve", "--demo", "--no-demo"], {}, "--demo"),
+        (["http", "--backend", "127.0.0.1:50051", "--database", "sqlite:///x.db"], {}, "--database"),
     ],
 )
 def test_a_bad_setting_stops_with_one_clear_line(
@@ -323,3 +330,36 @@ def test_a_bad_setting_stops_with_one_clear_line(
     assert len(lines) == 1, result.stderr
     assert named in lines[0] and "error" in lines[0]
     assert result.stdout == ""
+
+
+async def test_the_demo_account_is_only_on_the_embedded_default_or_asked_for(tmp_path: Path) -> None:
+    other = f"sqlite:///{tmp_path / 'orders.db'}"
+    without = GatewayProcess.start(["serve", "--database", other], cwd=tmp_path, env=EPHEMERAL_PORTS)
+    try:
+        assert not any("for local use only" in line for line in without.banner)
+        async with (
+            aiohttp.ClientSession(headers=DEMO_AUTH) as http,
+            http.get(f"{without.rest_url}/orders/order-3") as response,
+        ):
+            assert response.status == 401
+    finally:
+        assert without.stop() == 0
+    asked = GatewayProcess.start(["serve", "--database", other, "--demo"], cwd=tmp_path, env=EPHEMERAL_PORTS)
+    try:
+        assert any("for local use only" in line for line in asked.banner)
+        async with (
+            aiohttp.ClientSession(headers=DEMO_AUTH) as http,
+            http.get(f"{asked.rest_url}/orders/order-3") as response,
+        ):
+            assert response.status == 200
+    finally:
+        assert asked.stop() == 0
+
+
+def test_help_shows_defaults_as_they_are_typed(tmp_path: Path) -> None:
+    serve_help = " ".join(cli("serve", "--help", cwd=tmp_path).stdout.split())
+    trusted = serve_help.partition("--trusted-proxies TRUSTED_PROXIES ")[2].partition(" --")[0]
+    assert trusted.endswith("default none]"), trusted
+    assert "IPv4Network" not in serve_help
+    http_help = cli("http", "--help", cwd=tmp_path).stdout
+    assert "--database" not in http_help and "--backend" in http_help

@@ -128,7 +128,7 @@ async def test_backend_down_is_503_at_once_and_the_front_end_resumes_by_itself(
             # Back on the same port: the same front end answers 200 by itself.
             listener.close()
             await listener.wait_closed()
-            server = await started.start("grpc", "--grpc-port", str(port), "--database", database)
+            server = await started.start("grpc", "--grpc-port", str(port), "--database", database, "--demo")
             await front.resumes("order-3")
 
             # Killed under the front end's feet: 503 at once again, then back after a restart.
@@ -137,7 +137,7 @@ async def test_backend_down_is_503_at_once_and_the_front_end_resumes_by_itself(
             for handle in ("order-4", "order-5"):
                 await front.unavailable(handle)
             figures.fault("gRPC backend SIGKILLed: REST cancel answered 503", 2)
-            await started.start("grpc", "--grpc-port", str(port), "--database", database)
+            await started.start("grpc", "--grpc-port", str(port), "--database", database, "--demo")
             await front.resumes("order-4")
             assert process.stop() == 0
             assert not [line for line in process.stderr_lines if '"level":"error"' in line]

@@ -120,13 +120,13 @@ def rest_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gat
         if request.param == "in-process":
             started.append(
                 GatewayProcess.start(
-                    ["serve", "--http-port", "0", "--grpc-port", "0", "--database", database, *quiet],
+                    ["serve", "--http-port", "0", "--grpc-port", "0", "--database", database, "--demo", *quiet],
                     cwd=tmp_path,
                 )
             )
         else:
             backend = GatewayProcess.start(
-                ["grpc", "--grpc-port", "0", "--database", database, *quiet], cwd=tmp_path
+                ["grpc", "--grpc-port", "0", "--database", database, "--demo", *quiet], cwd=tmp_path
             )
             started.append(backend)
             started.append(
@@ -449,6 +449,7 @@ def grpc_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
             "0",
             "--database",
             f"sqlite:///{tmp_path / 'orders.db'}",
+            "--demo",
             "--log-level",
             "warning",
         ],

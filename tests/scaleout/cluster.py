@@ -136,7 +136,7 @@ async def wait_ready(url: str, http: aiohttp.ClientSession) -> None:
 
 
 def grpc_command(host: str, port: int, database: str) -> list[str]:
-    return ["grpc", "--host", host, "--grpc-port", str(port), "--database", database]
+    return ["grpc", "--host", host, "--grpc-port", str(port), "--database", database, "--demo"]
 
 
 async def _start_grpc_servers(database: str, workdir: Path) -> tuple[int, list[GatewayProcess]]:

@@ -20,6 +20,11 @@ of requests on its own orders; then a pool of fresh orders sized from the highes
 with a margin of 2 (as bench/suite.py sizes its pools), and the timed run. A run that outran its
 pool is measured again on a larger one. CPU is user + system time of the row's server processes.
 
+The same revision can be measured against itself with different server flags: `--before-args` and
+`--after-args` (one string each, split as a shell would) are added to the command line of the servers
+that own the database (`serve`, `grpc`) on that side, e.g.
+`python -m bench.ab HEAD HEAD --before-args '--sqlite-synchronous normal' --after-args '--sqlite-synchronous full'`.
+
 Progress goes to stderr, the table to stdout. Exit status 0: every request succeeded (the 3 %
 verdict is reported, not enforced); 1: some request failed; 2: a revision, a tool or a server
 could not be set up.
@@ -32,6 +37,7 @@ import datetime
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -133,10 +139,17 @@ class Revision:
     sha: str
     subject: str
     tree: Path
+    server_args: tuple[str, ...] = ()  # added to `serve` and `grpc`, the servers that own the database
 
     @property
     def short(self) -> str:
         return self.sha[:10]
+
+    @property
+    def shown(self) -> str:
+        """The commit, its name, and the server flags of this side when there are any."""
+        flags = f" [{shlex.join(self.server_args)}]" if self.server_args else ""
+        return f"{self.short} ({self.name}){flags}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -163,15 +176,21 @@ class Revision:
             )
         return result.stdout
 
-    def start(self, name: str, mode: str, options: Sequence[str], log_dir: Path) -> ServerProcess:
-        """`hypertrack-gateway MODE` of this revision on free ports (as bench.processes.start_gateway)."""
+    def server_argv(self, mode: str, options: Sequence[str]) -> list[str]:
+        """`hypertrack-gateway MODE` of this revision on free ports, with this side's server flags
+        where the database is."""
         ports = {
             "serve": ["--http-port", "0", "--grpc-port", "0"],
             "grpc": ["--grpc-port", "0"],
             "http": ["--http-port", "0"],
         }[mode]
+        extra = self.server_args if mode in ("serve", "grpc") else ()
+        return self.argv(mode, *ports, *options, *extra)
+
+    def start(self, name: str, mode: str, options: Sequence[str], log_dir: Path) -> ServerProcess:
+        """`hypertrack-gateway MODE` of this revision on free ports (as bench.processes.start_gateway)."""
         return ServerProcess.start(
-            name, self.argv(mode, *ports, *options), log_dir, cwd=self.tree, env=self.env
+            name, self.server_argv(mode, options), log_dir, cwd=self.tree, env=self.env
         )
 
     def check_code(self) -> str:
@@ -202,7 +221,7 @@ class Worktrees:
     keep: bool = False
     made: list[Path] = field(default_factory=list)
 
-    def checkout(self, side: Side, name: str) -> Revision:
+    def checkout(self, side: Side, name: str, server_args: Sequence[str] = ()) -> Revision:
         try:
             sha = _git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
         except SetupFailed as error:
@@ -222,8 +241,8 @@ class Worktrees:
             _git("worktree", "add", "--detach", str(tree), sha)
             self.made.append(tree)
             progress(f"{side}: {name} checked out in {_shown(tree)}")
-        revision = Revision(side, name, sha, subject, tree)
-        progress(f"{side}: {revision.short} {subject!r}; a child imports {revision.check_code()}")
+        revision = Revision(side, name, sha, subject, tree, tuple(server_args))
+        progress(f"{side}: {revision.shown} {subject!r}; a child imports {revision.check_code()}")
         return revision
 
     def remove(self) -> None:
@@ -531,8 +550,8 @@ def render(outcome: Outcome) -> str:
     load = " / ".join(f"{a:.1f}" for a in (outcome.load_start[0], outcome.load_end[0]))
     out = [
         "hypertrack-gateway before/after: POST /orders/{handle}/cancel and OrdersService/CancelOrder",
-        f"before {outcome.before.short} ({outcome.before.name}): {outcome.before.subject}",
-        f"after  {outcome.after.short} ({outcome.after.name}): {outcome.after.subject}",
+        f"before {outcome.before.shown}: {outcome.before.subject}",
+        f"after  {outcome.after.shown}: {outcome.after.subject}",
         f"date {env['date']} | {env['cores']} cores ({env['usable_cores']} usable) | {env['machine']}"
         f" | load average at start / end {load}",
         f"tools: {env['wrk']}; {env['ghz']}",
@@ -605,7 +624,7 @@ def to_json(outcome: Outcome) -> dict[str, object]:
         "environment": outcome.environment,
         "settings": asdict(outcome.settings),
         "revisions": {
-            r.side: {"name": r.name, "sha": r.sha, "subject": r.subject}
+            r.side: {"name": r.name, "sha": r.sha, "subject": r.subject, "server_args": list(r.server_args)}
             for r in (outcome.before, outcome.after)
         },
         "rows": [
@@ -652,6 +671,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("after", help="the revision after it")
     parser.add_argument("--rows", type=_rows, default=ROWS,
                         help=f"some of the rows only, comma-separated (default all: {','.join(r.key for r in ROWS)})")  # fmt: skip
+    parser.add_argument("--before-args", type=shlex.split, default=[], metavar="FLAGS",
+                        help="more flags for BEFORE's serve and grpc servers, one string: '--sqlite-synchronous normal'")  # fmt: skip
+    parser.add_argument("--after-args", type=shlex.split, default=[], metavar="FLAGS",
+                        help="more flags for AFTER's serve and grpc servers (write --after-args=--flag for a lone flag)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s per row, for a test")
     parser.add_argument("--rounds", type=positive, help="ABBA rounds (default 3)")
     parser.add_argument("--duration", type=positive, help="seconds per timed run (default 8)")
@@ -708,8 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tools = ensure_tools()
         with _worktrees(args.worktrees, args.keep_worktrees) as trees:
-            before = trees.checkout("before", args.before)
-            after = trees.checkout("after", args.after)
+            before = trees.checkout("before", args.before, args.before_args)
+            after = trees.checkout("after", args.after, args.after_args)
             ab = AB(settings, tools, workdir, method, args.rows)
             ab.run(before, after)
     except (ToolMissing, ServerFailed, LoadToolFailed, SetupFailed) as error:

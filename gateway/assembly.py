@@ -38,6 +38,7 @@ from gateway.settings import (
     BackendSettings,
     GatewaySettings,
     ServerTlsFiles,
+    Synchronous,
 )
 from gateway.store.base import OrderStore
 from gateway.store.instrumented import InstrumentedStore
@@ -46,12 +47,13 @@ Clock = Callable[[], int]
 """Epoch milliseconds."""
 
 
-async def open_store(url: str) -> OrderStore:
-    """The store a database URL names: `sqlite:///PATH` or `postgresql://...`."""
+async def open_store(url: str, *, sqlite_synchronous: Synchronous = "full") -> OrderStore:
+    """The store a database URL names: `sqlite:///PATH` or `postgresql://...`. `sqlite_synchronous`
+    applies to SQLite only (PostgreSQL's durability is its server's own configuration)."""
     if url.startswith("sqlite:///"):
         from gateway.store.sqlite import SqliteStore
 
-        return await SqliteStore.open(url.removeprefix("sqlite:///"))
+        return await SqliteStore.open(url.removeprefix("sqlite:///"), synchronous=sqlite_synchronous)
     from gateway.store.postgres import PostgresStore
 
     return await PostgresStore.open(url)
@@ -153,7 +155,11 @@ async def assemble(
 
 async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock | None) -> None:
     settings, metrics = gateway.settings, gateway.metrics
-    opened = store if store is not None else await open_store(settings.store.database)
+    opened = store
+    if opened is None:
+        opened = await open_store(
+            settings.store.database, sqlite_synchronous=settings.store.sqlite_synchronous
+        )
     instrumented = gateway.store = InstrumentedStore(opened, metrics.observe_store)
     if settings.store.demo:
         await install_demo(instrumented)

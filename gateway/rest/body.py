@@ -1,4 +1,4 @@
-"""The request body: size limit, content type, and strict JSON.
+"""The request body: size limit, content coding, content type, and strict JSON.
 
 Strict means: UTF-8 only, no NaN or Infinity, no duplicate keys, bounded nesting. The
 standard library parser is used for request bodies because it can refuse duplicate
@@ -12,15 +12,27 @@ import json
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.rest.errors import RestError, validation_error
 
+try:
+    from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
+except ImportError:  # an aiohttp without them decodes neither
+    HAS_BROTLI = HAS_ZSTD = False
+
 MAX_DEPTH = 64
 
+# The content codings aiohttp's parser decodes before the body reaches read_body (br and zstd
+# only with their libraries installed; without them the parser itself refuses the request).
+DECODED_CODINGS = ("gzip", "deflate", *(("br",) if HAS_BROTLI else ()), *(("zstd",) if HAS_ZSTD else ()))
+
 # The statuses a body is refused with, named for the handlers here and the OpenAPI document.
+BAD_ENCODING_STATUS = 400  # its Content-Encoding does not decode: a framing error, like a malformed request
 BODY_TIMEOUT_STATUS = 408  # it did not arrive in time
 BODY_TOO_LARGE_STATUS = 413  # larger than the limit
-NOT_JSON_STATUS = 415  # its Content-Type is not application/json
+NOT_JSON_STATUS = 415  # its Content-Type is not application/json, or its Content-Encoding is unsupported
 INVALID_BODY_STATUS = 422  # not UTF-8, not strict JSON, nested too deep (validation_error's status)
 CLIENT_GONE_STATUS = 499  # the caller closed the connection first: logged, never received
 BODY_STATUSES = (BODY_TIMEOUT_STATUS, BODY_TOO_LARGE_STATUS, NOT_JSON_STATUS, INVALID_BODY_STATUS)
@@ -97,20 +109,62 @@ def _too_large(max_bytes: int) -> RestError:
     )
 
 
+def content_coding(request: web.BaseRequest) -> str | None:
+    """The body's one content coding, already decoded by aiohttp (None: identity); any other
+    Content-Encoding, which aiohttp passes on undecoded, or several codings at once, is 415."""
+    values = request.headers.getall("Content-Encoding", [])
+    codings = [c.strip().lower() for value in values for c in value.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        return None
+    # aiohttp decodes a body only when its one Content-Encoding is exactly one coding it knows.
+    if len(values) == 1 and (coding := values[0].strip().lower()) in DECODED_CODINGS:
+        return coding
+    shown = ", ".join(values)
+    raise RestError(
+        NOT_JSON_STATUS,
+        f"the body's Content-Encoding {shown!r} is not supported: send it as {', '.join(DECODED_CODINGS)}"
+        " or identity",
+        {"content_encoding": shown, "supported": ["identity", *DECODED_CODINGS]},
+        {"Accept-Encoding": ", ".join(DECODED_CODINGS)},
+    )
+
+
+def _undecodable(coding: str | None, error: RequestPayloadError) -> RestError:
+    """A body aiohttp could not read: its content coding does not decode (or, without one, its
+    chunked framing is broken). The rest of it cannot be read either: the connection closes."""
+    if coding is not None and isinstance(error.__cause__, ContentEncodingError):
+        message = f"the body does not decode as its Content-Encoding ({coding}) says"
+        detail = {"reason": "BAD_CONTENT_ENCODING", "content_encoding": coding}
+    else:
+        message = "the body's framing is malformed"
+        detail = {"reason": "BAD_REQUEST"}
+    return RestError(BAD_ENCODING_STATUS, message, detail, {"Connection": "close"}, close_connection=True)
+
+
 async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: float) -> bytes:
-    """The whole body, at most `max_bytes` (else 413), within `timeout_s` (else 408)."""
+    """The whole body, decoded from its Content-Encoding (else 415; 400 if it does not decode),
+    at most `max_bytes` of it (else 413), within `timeout_s` (else 408)."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise _too_large(max_bytes)
     if not request.body_exists:
         return b""
+    coding = content_coding(request)
     content = request.content
-    if content.is_eof():
-        # The whole body came with the headers (small bodies always do): no waiting, so no timer.
-        body = content.read_nowait()
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-        return body
+    try:
+        if content.is_eof():
+            # The whole body came with the headers (small bodies always do): no waiting, so no timer.
+            body = content.read_nowait()
+            if len(body) > max_bytes:
+                raise _too_large(max_bytes)
+            return body
+        return await _read_streamed(request, max_bytes=max_bytes, timeout_s=timeout_s)
+    except RequestPayloadError as error:
+        raise _undecodable(coding, error) from None
+
+
+async def _read_streamed(request: web.BaseRequest, *, max_bytes: int, timeout_s: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:

@@ -1,27 +1,40 @@
 """The SQLite store: one file, WAL mode, safe across processes.
 
 Calls run on the event loop thread: a transaction is a few statements with no `await`
-between BEGIN and COMMIT, so coroutines sharing the connection never interleave inside
-one, and no thread hop is paid per call. Writes are committed in groups (WriteBatcher,
-sqlite_batch.py): those that arrive together share one transaction, each in its own
-savepoint. The connection never waits for a lock inside SQLite (busy_timeout 0): a batch
-that finds the database locked by another process is retried on the event loop until
-each write's deadline, so the loop keeps serving, and then fails as Unavailable.
+between BEGIN and its last statement, so coroutines never interleave inside one, and no
+thread hop is paid per call. Writes are committed in groups (WriteBatcher, sqlite_batch.py):
+those that arrive together share one transaction, each in its own savepoint. The connection
+never waits for a lock inside SQLite (busy_timeout 0): a batch that finds the database locked
+by another process is retried on the event loop until each write's deadline, so the loop
+keeps serving, and then fails as Unavailable.
+
+An answer means the change is on disk: with `synchronous=FULL` (the default) every COMMIT
+syncs the write-ahead log before it returns, so an answered change survives a power cut, not
+only a crash of the process. That sync waits on the disk, so the COMMIT runs on a thread of its
+own while the loop goes on serving (and gathering the next batch); reads use a second
+connection, which sees a change only once its COMMIT, sync included, is done, and never waits
+for the writer's. `synchronous=NORMAL` leaves the sync to checkpoints, and commits on the loop.
 
 WAL checkpoints, the one part of SQLite's work that calls fsync and grows with the
 database, run on a thread of their own (WalCheckpointer), never inside a commit on the
 event loop thread, where they would stall every request in flight.
+
+The files are private: a directory made for the database is 0700, a database created here
+0600, and SQLite gives its -wal, -shm and -journal files the database's own mode. An existing
+database open to other users is left as it is, with a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from gateway.domain.errors import Unavailable
 from gateway.store.base import Decide, DecideInsertion, HandleRow, StoredRecord
@@ -30,6 +43,11 @@ from gateway.store.sqlite_schema import migrate
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+Synchronous = Literal["full", "normal"]
+"""SQLite's `synchronous` in WAL mode. full: an answered change survives a power cut or an OS
+crash. normal: it survives a crash of the process, but a power cut may roll back the last
+answered changes (never half of one)."""
 
 MIGRATION_BUSY_TIMEOUT_MS = 30_000
 PING_WAIT_S = 0.2
@@ -48,8 +66,76 @@ _INSERT_RECORD = (
 )
 
 
+PRIVATE_DIRECTORY_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _make_private_directories(directory: Path) -> None:
+    """Create `directory` and its missing parents, each 0700 whatever the umask. A directory
+    that already exists keeps the mode its owner gave it."""
+    missing: list[Path] = []
+    current = directory
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir(mode=PRIVATE_DIRECTORY_MODE)
+        except FileExistsError:
+            continue  # another process made it meanwhile: its mode is theirs to set
+        os.chmod(made, PRIVATE_DIRECTORY_MODE)  # mkdir's mode passes through the umask
+
+
+def _create_private_file(path: Path) -> bool:
+    """Create the database file 0600 before SQLite does, which would make it 0644 under the
+    usual umask; False if it exists already."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # the umask may have taken bits away from os.open's mode
+    finally:
+        os.close(fd)
+    return True
+
+
+def _open_to_others(path: Path) -> list[tuple[Path, int]]:
+    """The database and companion files that exist with any permission for group or others."""
+    found = []
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in COMPANION_SUFFIXES)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            found.append((file, mode))
+    return found
+
+
+def _warn_if_open_to_others(path: Path) -> None:
+    """Name the files of a database found open to other users, and how to make them private. Run
+    before SQLite opens it: the companions it creates take the database's mode, so fixing the
+    database fixes them at the next start."""
+    loose = _open_to_others(path)
+    if loose:
+        log.warning(
+            "the SQLite database files %s are open to other users; make them private with: chmod 600 %s",
+            ", ".join(f"{file} (mode {mode:04o})" for file, mode in loose),
+            " ".join(str(file) for file, _ in loose),
+        )
+
+
+def _make_companions_private(path: Path) -> None:
+    """SQLite gives the -wal, -shm and -journal files the database's mode; one may be left,
+    looser, from an earlier database of the same name."""
+    for file, _ in _open_to_others(path):
+        os.chmod(file, PRIVATE_FILE_MODE)
 
 
 class WalCheckpointer:
@@ -98,53 +184,71 @@ class WalCheckpointer:
 class SqliteStore:
     """OrderStore over one SQLite file. Open with `await SqliteStore.open(path)`."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
-        self._db = connection
+    def __init__(
+        self, writer: sqlite3.Connection, reader: sqlite3.Connection, path: Path, synchronous: Synchronous
+    ) -> None:
+        self._writer = writer
+        self._db = reader
         self.path = path
-        self._batcher = WriteBatcher(connection)
+        self.synchronous = synchronous
+        # Only a COMMIT that syncs is worth the thread hop; without the sync it takes microseconds.
+        self._batcher = WriteBatcher(writer, commit_in_thread=synchronous == "full")
         self._checkpointer = WalCheckpointer(path)
 
     @classmethod
-    async def open(cls, path: str | Path) -> SqliteStore:
+    async def open(cls, path: str | Path, *, synchronous: Synchronous = "full") -> SqliteStore:
         path = Path(path)
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be full or normal, not {synchronous!r}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            _make_private_directories(path.parent)
+            created = _create_private_file(path)
+            if not created:
+                _warn_if_open_to_others(path)
+            writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as error:
             raise Unavailable(
                 "STORE_UNAVAILABLE", f"cannot open the SQLite database {path}: {error}"
             ) from error
+        reader: sqlite3.Connection | None = None
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a commit survives the process being killed; only a power cut may
-            # lose the last transactions (never half of one).
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute(f"PRAGMA busy_timeout={MIGRATION_BUSY_TIMEOUT_MS}")
-            migrate(db)
-            db.execute("PRAGMA busy_timeout=0")
+            writer.execute("PRAGMA journal_mode=WAL")
+            writer.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            writer.execute("PRAGMA foreign_keys=ON")
+            writer.execute(f"PRAGMA busy_timeout={MIGRATION_BUSY_TIMEOUT_MS}")
+            migrate(writer)
+            writer.execute("PRAGMA busy_timeout=0")
             # Commits never checkpoint: WalCheckpointer does, off the event loop thread.
-            db.execute("PRAGMA wal_autocheckpoint=0")
-        except sqlite3.Error as error:
-            db.close()
+            writer.execute("PRAGMA wal_autocheckpoint=0")
+            reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA query_only=ON")
+            reader.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            reader.execute("PRAGMA busy_timeout=0")
+            if created:
+                _make_companions_private(path)
+        except (OSError, sqlite3.Error) as error:
+            writer.close()
+            if reader is not None:
+                reader.close()
             raise Unavailable(
                 "STORE_UNAVAILABLE", f"cannot open the SQLite database {path}: {error}"
             ) from error
-        return cls(db, path)
+        return cls(writer, reader, path, synchronous)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T], deadline: float) -> T:
         """Run `work` in a write transaction: the next group commit (see WriteBatcher)."""
         return await self._batcher.submit(work, deadline)
 
-    def _records(self, account_id: str, handle: str) -> list[StoredRecord]:
-        rows = self._db.execute(_SELECT_RECORDS, (account_id, handle)).fetchall()
+    @staticmethod
+    def _records(db: sqlite3.Connection, account_id: str, handle: str) -> list[StoredRecord]:
+        rows = db.execute(_SELECT_RECORDS, (account_id, handle)).fetchall()
         return [StoredRecord._make(row) for row in rows]
 
     async def read_records(
         self, account_id: str, order_handle: str, *, deadline: float
     ) -> list[StoredRecord]:
         try:
-            return self._records(account_id, order_handle)
+            return self._records(self._db, account_id, order_handle)
         except sqlite3.OperationalError as error:
             raise Unavailable("STORE_UNAVAILABLE", "the database cannot be read") from error
 
@@ -152,7 +256,7 @@ class SqliteStore:
         self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
     ) -> T:
         def work(db: sqlite3.Connection) -> T:
-            decision = decide(self._records(account_id, order_handle))
+            decision = decide(self._records(db, account_id, order_handle))
             write = decision.write
             if write is not None:
                 db.execute(_UPDATE_RECORD, (write.status, write.body, _now_ms(), write.row_id))
@@ -206,6 +310,8 @@ class SqliteStore:
         await self._write(probe, time.monotonic() + PING_WAIT_S)
 
     async def close(self) -> None:
+        await self._batcher.finish()
         self._batcher.close()
         self._db.close()
+        self._writer.close()
         self._checkpointer.stop()

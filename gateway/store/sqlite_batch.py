@@ -8,8 +8,13 @@ load, up to a millisecond later, while the loop advances other calls: see commit
 All of a batch runs between one BEGIN and one COMMIT, each write inside a SAVEPOINT of its own, so
 one that fails (its decision refused: an unknown order, a state that forbids the change) is rolled
 back alone and the others still commit. No write is answered before the COMMIT that holds it: what a caller is
-told has happened is on disk (as far as `synchronous=NORMAL` puts it there), and a COMMIT that
-fails is reported to every write of its batch, of which nothing was kept.
+told has happened is on disk (with `synchronous=FULL`, synced to it), and a COMMIT that fails is
+reported to every write of its batch, of which nothing was kept.
+
+A COMMIT that syncs waits on the disk (a fraction of a millisecond on a fast SSD, several on a
+network volume), so with `commit_in_thread` it runs on a thread of its own: the event loop goes on
+serving meanwhile, and the writes that arrive join the next batch, which starts once this COMMIT
+is done (one transaction at a time on the connection, one sync per batch).
 
 When one write is alone, its batch is one transaction as before, plus one turn of the event loop.
 
@@ -26,6 +31,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -64,14 +70,24 @@ class _Write:
 
 
 class WriteBatcher:
-    """Runs the writes submitted to one connection in batches, one transaction per batch."""
+    """Runs the writes submitted to one connection in batches, one transaction per batch.
 
-    def __init__(self, db: sqlite3.Connection, pacer: CommitPacer | None = None) -> None:
+    With `commit_in_thread` the connection must allow other threads (`check_same_thread=False`):
+    the COMMIT runs on the commit thread, everything else on the event loop's."""
+
+    def __init__(
+        self, db: sqlite3.Connection, pacer: CommitPacer | None = None, *, commit_in_thread: bool = False
+    ) -> None:
         self._db = db
         self._pacer = pacer or CommitPacer()
         self._waiting: list[_Write] = []
-        self._scheduled = False  # a run of the batch is due (next loop turn, or after a busy pause)
+        # A run of the batch is due (next loop turn, or after a busy pause), or a COMMIT is under way.
+        self._scheduled = False
         self._delay = FIRST_RETRY_S
+        self._committer = (
+            ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit") if commit_in_thread else None
+        )
+        self._committing: asyncio.Future[Any] | None = None
 
     async def submit(self, work: Callable[[sqlite3.Connection], T], deadline: float) -> T:
         """Run `work` in a write transaction and return what it returned, once committed."""
@@ -80,13 +96,16 @@ class WriteBatcher:
         self._waiting.append(write)
         if not self._scheduled:
             self._scheduled = True
-            delay = self._pacer.delay()
-            if delay > 0:
-                loop.call_later(delay, self._run_batch)
-            else:
-                loop.call_soon(self._run_batch)
+            self._schedule(loop)
         result: T = await write.answer
         return result
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        delay = self._pacer.delay()
+        if delay > 0:
+            loop.call_later(delay, self._run_batch)
+        else:
+            loop.call_soon(self._run_batch)
 
     def _run_batch(self) -> None:
         # A caller that gave up (its task was cancelled) before its turn is not written at all.
@@ -111,6 +130,9 @@ class WriteBatcher:
             done = self._run_in_transaction(batch)
             if not self._db.in_transaction:  # its one write failed and was rolled back, or SQLite gave up
                 return
+            if self._committer is not None:
+                self._commit_in_thread(batch, done)
+                return
             self._db.execute("COMMIT")
         except BaseException as error:
             # The COMMIT failed (a full disk, say), or something unforeseen broke the batch: nothing of
@@ -120,9 +142,44 @@ class WriteBatcher:
             if isinstance(error, sqlite3.Error):
                 return
             raise
-        for write in done:
-            if not write.answer.done():
-                write.answer.set_result(write.outcome)
+        _answer(done)
+
+    def _commit_in_thread(self, batch: list[_Write], done: list[_Write]) -> None:
+        """COMMIT on the commit thread; the batch is answered when it returns. Until then no batch
+        starts (they share the connection): writes that arrive wait for the next one."""
+        assert self._committer is not None
+        loop = asyncio.get_running_loop()
+        committing = self._committing = loop.run_in_executor(self._committer, self._db.execute, "COMMIT")
+        self._scheduled = True
+        committing.add_done_callback(lambda _: self._committed(loop, batch, done, committing))
+
+    def _committed(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Write],
+        done: list[_Write],
+        committing: asyncio.Future[Any],
+    ) -> None:
+        self._committing = None
+        error = asyncio.CancelledError() if committing.cancelled() else committing.exception()
+        if self._waiting:
+            self._schedule(loop)
+        else:
+            self._scheduled = False
+        if error is None:
+            _answer(done)
+            return
+        # As in _run_batch: nothing of the batch is kept, and every write still waiting hears so.
+        self._rollback()
+        _fail(batch, _not_written, error)
+        if not isinstance(error, sqlite3.Error):
+            raise error
+
+    async def finish(self) -> None:
+        """Wait for a COMMIT under way, so that the connection can be closed."""
+        committing = self._committing
+        if committing is not None:
+            await asyncio.wait([committing])
 
     def _run_in_transaction(self, batch: list[_Write]) -> list[_Write]:
         """Run each write in its own savepoint; the ones that succeeded, to be answered on COMMIT."""
@@ -171,10 +228,18 @@ class WriteBatcher:
 
     def close(self) -> None:
         self._pacer.close()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+
+
+def _answer(writes: list[_Write]) -> None:
+    for write in writes:
+        if not write.answer.done():
+            write.answer.set_result(write.outcome)
 
 
 def _fail(writes: list[_Write], make: Callable[[], Unavailable], cause: BaseException | None) -> None:

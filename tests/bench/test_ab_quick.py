@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bench.ab import ROWS, order_of_round
+from bench.ab import ROWS, Revision, order_of_round, parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_TIMEOUT_S = 240  # it takes about 25 s on 2 busy cores; this only stops a hang
@@ -85,3 +85,27 @@ def test_the_harness_itself_never_imports_gateway() -> None:
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_each_side_may_give_its_database_servers_flags_of_its_own() -> None:
+    """`HEAD HEAD --before-args ... --after-args ...`: one revision, two configurations."""
+    args = parse_args(
+        [
+            "HEAD",
+            "HEAD",
+            "--before-args",
+            "--sqlite-synchronous normal",
+            "--after-args=--sqlite-synchronous full",
+        ]
+    )
+    assert args.before_args == ["--sqlite-synchronous", "normal"]
+    assert args.after_args == ["--sqlite-synchronous", "full"]
+    assert parse_args(["HEAD", "HEAD"]).before_args == []
+    side = Revision("before", "HEAD", "0" * 40, "subject", REPO, tuple(args.before_args))
+    for mode in ("serve", "grpc"):
+        assert side.server_argv(mode, ["--log-level", "warning"])[-4:] == [
+            "--log-level", "warning", "--sqlite-synchronous", "normal",
+        ]  # fmt: skip
+    # The REST front end of `http` has no database: it takes none of them.
+    assert "--sqlite-synchronous" not in side.server_argv("http", ["--backend", "127.0.0.1:1"])
+    assert side.shown == "0000000000 (HEAD) [--sqlite-synchronous normal]"

@@ -1,12 +1,14 @@
 """Group commit (gateway/store/sqlite_batch.py): writes that arrive together share one
-transaction, each one fails alone, and none is answered before the COMMIT that holds it."""
+transaction, each one fails alone, and none is answered before the COMMIT that holds it. Every
+test runs with the COMMIT on the event loop (synchronous=NORMAL) and on the commit thread (FULL)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,8 @@ from gateway.store.sqlite_batch import WriteBatcher
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(tmp_path / "batch.db", isolation_level=None)
+    # As SqliteStore's: the commit thread uses the connection too.
+    db = sqlite3.connect(tmp_path / "batch.db", isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA busy_timeout=0")
@@ -30,6 +33,24 @@ def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     db.execute("INSERT INTO parent (id) VALUES (1)")
     yield db
     db.close()
+
+
+MakeBatcher = Callable[..., WriteBatcher]
+
+
+@pytest.fixture(params=[False, True], ids=["commit-on-loop", "commit-in-thread"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[MakeBatcher]:
+    """WriteBatcher(db, ...) with the COMMIT where the parameter puts it; each closed afterwards."""
+    made: list[WriteBatcher] = []
+
+    def batcher(db: sqlite3.Connection, pacer: CommitPacer | None = None) -> WriteBatcher:
+        made.append(WriteBatcher(db, pacer, commit_in_thread=request.param))
+        return made[-1]
+
+    yield batcher
+    for batcher_made in made:
+        await batcher_made.finish()
+        batcher_made.close()
 
 
 def _rows(path: Path) -> list[int]:
@@ -57,21 +78,25 @@ def _later() -> float:
     return time.monotonic() + 5
 
 
-async def test_writes_submitted_together_share_one_transaction(db: sqlite3.Connection) -> None:
+async def test_writes_submitted_together_share_one_transaction(
+    db: sqlite3.Connection, make: MakeBatcher
+) -> None:
     begins: list[str] = []
     db.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
-    batcher = WriteBatcher(db)
+    batcher = make(db)
     results = await asyncio.gather(*(batcher.submit(_insert(i), _later()) for i in range(20)))
     assert results == list(range(20))
     assert begins == ["BEGIN IMMEDIATE"]
     assert _rows(_path(db)) == list(range(20))
 
 
-async def test_under_load_a_batch_waits_for_writes_of_later_loop_turns(db: sqlite3.Connection) -> None:
+async def test_under_load_a_batch_waits_for_writes_of_later_loop_turns(
+    db: sqlite3.Connection, make: MakeBatcher
+) -> None:
     begins: list[str] = []
     db.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
     # An interval far longer than the few loop turns below take, even on a loaded machine.
-    batcher = WriteBatcher(db, CommitPacer(interval_s=0.3))
+    batcher = make(db, CommitPacer(interval_s=0.3))
     assert await batcher.submit(_insert(1), _later()) == 1
     second = asyncio.ensure_future(batcher.submit(_insert(2), _later()))  # soon after a batch began
     for _ in range(3):
@@ -82,12 +107,12 @@ async def test_under_load_a_batch_waits_for_writes_of_later_loop_turns(db: sqlit
     assert _rows(_path(db)) == [1, 2, 3]
 
 
-async def test_one_refused_write_is_rolled_back_alone(db: sqlite3.Connection) -> None:
+async def test_one_refused_write_is_rolled_back_alone(db: sqlite3.Connection, make: MakeBatcher) -> None:
     def refused(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO t (id, parent) VALUES (100, 1)")  # written, then undone
         raise NotFound("ORDER_NOT_FOUND", "no such order")
 
-    batcher = WriteBatcher(db)
+    batcher = make(db)
     outcomes = await asyncio.gather(
         batcher.submit(_insert(1), _later()),
         batcher.submit(refused, _later()),
@@ -99,8 +124,10 @@ async def test_one_refused_write_is_rolled_back_alone(db: sqlite3.Connection) ->
     assert _rows(_path(db)) == [1, 2]
 
 
-async def test_a_failing_statement_is_unavailable_for_its_write_only(db: sqlite3.Connection) -> None:
-    batcher = WriteBatcher(db)
+async def test_a_failing_statement_is_unavailable_for_its_write_only(
+    db: sqlite3.Connection, make: MakeBatcher
+) -> None:
+    batcher = make(db)
     outcomes = await asyncio.gather(
         batcher.submit(_insert(1), _later()),
         batcher.submit(_insert(1), _later()),  # the same key again
@@ -116,8 +143,9 @@ async def test_a_failing_statement_is_unavailable_for_its_write_only(db: sqlite3
 
 async def test_a_failed_commit_fails_every_write_of_its_batch_and_keeps_nothing(
     db: sqlite3.Connection,
+    make: MakeBatcher,
 ) -> None:
-    batcher = WriteBatcher(db)
+    batcher = make(db)
     # A deferred foreign key is checked at COMMIT: one orphan makes the whole COMMIT fail.
     outcomes = await asyncio.gather(
         batcher.submit(_insert(1), _later()),
@@ -132,8 +160,10 @@ async def test_a_failed_commit_fails_every_write_of_its_batch_and_keeps_nothing(
     assert _rows(_path(db)) == [3]
 
 
-async def test_a_write_whose_caller_gave_up_before_its_turn_is_not_run(db: sqlite3.Connection) -> None:
-    batcher = WriteBatcher(db)
+async def test_a_write_whose_caller_gave_up_before_its_turn_is_not_run(
+    db: sqlite3.Connection, make: MakeBatcher
+) -> None:
+    batcher = make(db)
     abandoned = asyncio.ensure_future(batcher.submit(_insert(1), _later()))
     kept = asyncio.ensure_future(batcher.submit(_insert(2), _later()))
     await asyncio.sleep(0)  # both are waiting for their batch
@@ -143,10 +173,12 @@ async def test_a_write_whose_caller_gave_up_before_its_turn_is_not_run(db: sqlit
     assert _rows(_path(db)) == [2]
 
 
-async def test_a_batch_waits_for_another_writer_and_then_commits(db: sqlite3.Connection) -> None:
+async def test_a_batch_waits_for_another_writer_and_then_commits(
+    db: sqlite3.Connection, make: MakeBatcher
+) -> None:
     other = sqlite3.connect(_path(db), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    batcher = WriteBatcher(db)
+    batcher = make(db)
     pending = asyncio.ensure_future(batcher.submit(_insert(1), _later()))
     await asyncio.sleep(0.05)  # several tries find the lock held
     assert not pending.done()
@@ -156,11 +188,13 @@ async def test_a_batch_waits_for_another_writer_and_then_commits(db: sqlite3.Con
     assert _rows(_path(db)) == [1]
 
 
-async def test_a_write_is_answered_busy_before_its_deadline_passes(db: sqlite3.Connection) -> None:
+async def test_a_write_is_answered_busy_before_its_deadline_passes(
+    db: sqlite3.Connection, make: MakeBatcher
+) -> None:
     other = sqlite3.connect(_path(db), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        batcher = WriteBatcher(db)
+        batcher = make(db)
         started = time.monotonic()
         patient = asyncio.ensure_future(batcher.submit(_insert(2), _later()))
         with pytest.raises(Unavailable) as raised:
@@ -181,6 +215,7 @@ class _Unforeseen(BaseException):
 
 async def test_an_unforeseen_failure_rolls_the_batch_back_and_the_next_batch_still_commits(
     db: sqlite3.Connection,
+    make: MakeBatcher,
 ) -> None:
     def breaks(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO t (id, parent) VALUES (100, 1)")
@@ -189,7 +224,7 @@ async def test_an_unforeseen_failure_rolls_the_batch_back_and_the_next_batch_sti
     loop = asyncio.get_running_loop()
     reported: list[BaseException | None] = []
     loop.set_exception_handler(lambda _, context: reported.append(context.get("exception")))
-    batcher = WriteBatcher(db)
+    batcher = make(db)
     together = asyncio.gather(
         batcher.submit(_insert(1), _later()),
         batcher.submit(breaks, _later()),
@@ -201,3 +236,60 @@ async def test_an_unforeseen_failure_rolls_the_batch_back_and_the_next_batch_sti
     assert not db.in_transaction
     assert await batcher.submit(_insert(2), _later()) == 2
     assert _rows(_path(db)) == [2]
+
+
+async def test_a_commit_on_the_commit_thread_leaves_the_event_loop_serving(db: sqlite3.Connection) -> None:
+    """A COMMIT that syncs waits on the disk: meanwhile the loop runs, and the write is answered
+    only once the COMMIT is done; writes that come meanwhile share the next COMMIT."""
+    committing = threading.Event()
+    release = threading.Event()
+
+    begins: list[str] = []
+
+    def slow_commit(sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            begins.append(sql)
+        if sql == "COMMIT":  # called on the thread running the COMMIT, as a slow disk would hold it
+            committing.set()
+            release.wait(5)
+
+    db.set_trace_callback(slow_commit)
+    batcher = WriteBatcher(db, commit_in_thread=True)
+    try:
+        first = asyncio.ensure_future(batcher.submit(_insert(1), _later()))
+        # The loop is free while the COMMIT is under way: it runs this wait's own thread hop.
+        assert await asyncio.to_thread(committing.wait, 5)
+        later = [asyncio.ensure_future(batcher.submit(_insert(i), _later())) for i in (2, 3)]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert committing.is_set() and not first.done() and not any(w.done() for w in later)
+        committing.clear()
+        release.set()
+        assert await asyncio.wait_for(first, 5) == 1
+        assert await asyncio.wait_for(asyncio.gather(*later), 5) == [2, 3]
+        assert begins == ["BEGIN IMMEDIATE"] * 2
+    finally:
+        release.set()
+        await batcher.finish()
+        batcher.close()
+    assert _rows(_path(db)) == [1, 2, 3]
+
+
+async def test_a_commit_that_fails_on_the_commit_thread_fails_its_batch_and_the_next_commits(
+    db: sqlite3.Connection,
+) -> None:
+    batcher = WriteBatcher(db, commit_in_thread=True)
+    try:
+        outcomes = await asyncio.gather(
+            batcher.submit(_insert(1), _later()),
+            batcher.submit(_insert(2, parent=99), _later()),  # the deferred key fails the COMMIT
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, Unavailable) for o in outcomes)
+        assert isinstance(outcomes[0].__cause__, sqlite3.IntegrityError)
+        assert not db.in_transaction
+        assert await batcher.submit(_insert(3), _later()) == 3
+    finally:
+        await batcher.finish()
+        batcher.close()
+    assert _rows(_path(db)) == [3]

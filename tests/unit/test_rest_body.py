@@ -9,12 +9,21 @@ from unittest import mock
 
 import pytest
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.test_utils import make_mocked_request
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.domain.errors import InvalidArgument
 from gateway.jsonmap import decode
 from gateway.protos import orders_service_pb2
-from gateway.rest.body import MAX_DEPTH, parse_json, read_body, require_json_content_type
+from gateway.rest.body import (
+    DECODED_CODINGS,
+    MAX_DEPTH,
+    content_coding,
+    parse_json,
+    read_body,
+    require_json_content_type,
+)
 from gateway.rest.errors import RestError
 
 
@@ -235,3 +244,40 @@ async def test_a_body_that_does_not_arrive_in_time_is_408_and_closes_the_connect
         await read_body(request, max_bytes=10, timeout_s=0.01)
     assert raised.value.status == 408
     assert raised.value.headers == {"Connection": "close"}
+
+
+# The content coding
+
+
+@pytest.mark.parametrize(
+    ("headers", "coding"),
+    [
+        ({}, None),
+        ({"Content-Encoding": "identity"}, None),
+        ({"Content-Encoding": "gzip"}, "gzip"),
+        ({"Content-Encoding": " Deflate "}, "deflate"),
+    ],
+)
+def test_codings_aiohttp_decodes_are_accepted(headers: dict[str, str], coding: str | None) -> None:
+    assert content_coding(make_mocked_request("POST", "/", headers=headers)) == coding
+
+
+@pytest.mark.parametrize("value", ["compress", "x-foo", "gzip, gzip", "identity, gzip", "gzip;q=1"])
+def test_other_codings_are_415_naming_the_supported_ones(value: str) -> None:
+    with pytest.raises(RestError) as raised:
+        content_coding(make_mocked_request("POST", "/", headers={"Content-Encoding": value}))
+    assert raised.value.status == 415
+    assert raised.value.detail == {"content_encoding": value, "supported": ["identity", *DECODED_CODINGS]}
+    assert raised.value.headers == {"Accept-Encoding": ", ".join(DECODED_CODINGS)}
+
+
+async def test_a_body_that_does_not_decode_is_400_and_closes_the_connection() -> None:
+    request = request_with([], headers={"Content-Encoding": "gzip"}, eof=False)
+    failure = RequestPayloadError("cannot decode")
+    failure.__cause__ = ContentEncodingError("Can not decode content-encoding: gzip")
+    request.content.set_exception(failure)
+    with pytest.raises(RestError) as raised:
+        await read_body(request, max_bytes=10, timeout_s=5)
+    assert raised.value.status == 400
+    assert raised.value.detail == {"reason": "BAD_CONTENT_ENCODING", "content_encoding": "gzip"}
+    assert raised.value.close_connection and raised.value.headers == {"Connection": "close"}

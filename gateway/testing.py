@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ BackendKind = Literal["in-process", "remote"]
 STACK_GRACE_S = 2.0
 NO_LIMITS = AdmissionSettings(auth_failure_limit=0)
 """The stack's default admission: tests that try many bad credentials must not lock each other out."""
+LOOPBACK_FRONT_END = ipaddress.ip_network("127.0.0.1/32")
+"""Where the remote stack's `http` calls its `grpc` from: the `grpc` part trusts it, as a `grpc`
+with an `http` on the same host is told to (`--trusted-proxies 127.0.0.1/32`)."""
 
 
 def basic(account_id: str, secret: str) -> str:
@@ -168,7 +172,11 @@ class GatewayStack:
             else:
                 if tls is not None:
                     raise ValueError("the remote stack's front end has no client TLS settings")
-                server = await assemble(dataclasses.replace(settings, mode="grpc"), store=store, clock=clock)
+                trusted = (*admission.trusted_proxies, LOOPBACK_FRONT_END)
+                behind = dataclasses.replace(admission, trusted_proxies=trusted)
+                server = await assemble(
+                    dataclasses.replace(settings, mode="grpc", admission=behind), store=store, clock=clock
+                )
                 parts.push_async_callback(server.stop)
                 target = BackendSettings(f"127.0.0.1:{server.grpc_port}")
                 front = await assemble(dataclasses.replace(settings, mode="http", backend=target))

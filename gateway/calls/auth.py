@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import time
 from base64 import b64decode
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.calls.credentials import hash_secret, secret_matches
@@ -27,6 +28,28 @@ def unauthenticated() -> Unauthenticated:
         "missing or invalid credentials: send Authorization: Basic base64(AccountID:SecretKey)",
         {"realm": REALM},
     )
+
+
+def duplicate_credentials() -> Unauthenticated:
+    return Unauthenticated(
+        "UNAUTHENTICATED",
+        "more than one authorization entry: send exactly one Authorization: Basic base64(AccountID:SecretKey)",
+        {"realm": REALM},
+    )
+
+
+def authorization_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The one `authorization` entry of a call's metadata, None when there is none. Two entries
+    raise Unauthenticated: which one a proxy or a server reads differs, so neither is taken."""
+    found: str | None = None
+    seen = False
+    for key, value in metadata or ():
+        if key == "authorization":
+            if seen:
+                raise duplicate_credentials()
+            seen = True
+            found = value if isinstance(value, str) else None
+    return found
 
 
 def parse_basic(header: str | None) -> tuple[str, str]:

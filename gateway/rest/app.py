@@ -17,12 +17,20 @@ import grpc
 from aiohttp import web
 from google.protobuf.message import Message
 
+from gateway.calls.admission import Network
 from gateway.domain.errors import InvalidArgument
 from gateway.jsonmap import decode, encode_json
 from gateway.protos import SERVICE_DESCRIPTOR
 from gateway.rest.backend import Backend
 from gateway.rest.body import parse_json, read_body, require_json_content_type
-from gateway.rest.context import DeadlinePolicy, RequestIds, call_metadata, request_id
+from gateway.rest.context import (
+    DeadlinePolicy,
+    RequestIds,
+    call_metadata,
+    check_authorization,
+    client_address,
+    request_id,
+)
 from gateway.rest.errors import (
     EXPECTED_FAILURES,
     JSON_HEADERS,
@@ -62,7 +70,9 @@ class RequestObserver(Protocol):
 
 
 class RestGateway:
-    """Serves the REST calls of OrdersService, plus operational routes (`extra_routes`)."""
+    """Serves the REST calls of OrdersService, plus operational routes (`extra_routes`).
+    `trusted_proxies` are the reverse proxies whose `X-Forwarded-For` names the client; none by
+    default, so the client is the TCP peer."""
 
     def __init__(
         self,
@@ -71,9 +81,11 @@ class RestGateway:
         *,
         extra_routes: Sequence[tuple[str, str, Handler]] = (),
         observer: RequestObserver | None = None,
+        trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self.backend = backend
         self.settings = settings or RestSettings()
+        self.trusted_proxies = trusted_proxies
         self.calls = rest_calls(SERVICE_DESCRIPTOR)
         routes: list[Route[RestCall | Handler]] = [
             Route(method, PathTemplate.compile(path), handler) for method, path, handler in extra_routes
@@ -126,14 +138,22 @@ class RestGateway:
         # As in grpc-gateway, the deadline starts before the request is read and translated, and a
         # deadline already past is answered here, the same for both backends (a grpc client rounds
         # tiny timeouts up; the in-process servicer may finish without yielding to the timer).
-        deadline = time.monotonic() + self.settings.deadlines.timeout(request.headers)
+        headers = request.headers
+        deadline = time.monotonic() + self.settings.deadlines.timeout(headers)
+        # Credentials that cannot be right are refused before the body is read: reading it first
+        # would let anyone without credentials hold a connection for the body's whole timeout.
+        try:
+            check_authorization(headers)
+        except RestError as refusal:
+            # With its body unread, the connection is closed after the answer, not kept to drain it.
+            refusal.close_connection = request.body_exists and not request.content.is_eof()
+            raise
         message = await self._request_message(call, segments, request)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED)
-        reply = await self.backend.call(
-            call, message, call_metadata(request.headers, rid, request.remote), remaining
-        )
+        client = client_address(request.remote, headers, self.trusted_proxies)
+        reply = await self.backend.call(call, message, call_metadata(headers, rid), remaining, client)
         out = getattr(reply, call.response_body) if call.response_body else reply
         return web.Response(status=call.success_status, body=encode_json(out), headers=JSON_HEADERS)
 

@@ -23,7 +23,7 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.calls.admission import IN_PROCESS_PEER
+from gateway.calls.admission import FORWARDED_FOR
 from gateway.protos import SERVICE_NAME
 from gateway.rest.rules import RestCall
 from gateway.rpc.servicer import OrdersServicer
@@ -40,8 +40,11 @@ to 120 s, so a front end would answer 503 for up to two minutes after its backen
 
 
 class Backend(Protocol):
-    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
-        """The response message; raises an OrderError when the call fails."""
+    async def call(
+        self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float, client: str
+    ) -> Message:
+        """The response message; raises an OrderError when the call fails. `client` is the address
+        the front end determined for its caller, on which per-address limits key."""
         ...
 
     async def ready(self) -> bool:
@@ -59,12 +62,14 @@ class InProcessBackend:
         self._servicer = servicer
         self._serving = serving
 
-    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
+    async def call(
+        self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float, client: str
+    ) -> Message:
         deadline = time.monotonic() + timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 return await self._servicer.answer(
-                    call.rpc.name, request, metadata, peer=IN_PROCESS_PEER, deadline=deadline
+                    call.rpc.name, request, metadata, client=client, deadline=deadline
                 )
         except TimeoutError:
             raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED) from None
@@ -129,13 +134,19 @@ class RemoteBackend:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._retried = retried_methods(service)
 
-    async def call(self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float) -> Message:
+    async def call(
+        self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float, client: str
+    ) -> Message:
         """The call, sent again (to the next server) after a transport failure if it is idempotent.
+        The client's address goes in `x-forwarded-for`, which the gRPC servers read when they
+        trust this front end.
 
         Only an UNAVAILABLE without the service's own google.rpc.Status is retried: no server
         answered it. An UNAVAILABLE the service answered (STORE_BUSY: it retried until the
         deadline already) is final; sending it again would only turn its 503 into a 504.
         """
+        if client:
+            metadata = (*metadata, (FORWARDED_FOR, client))
         method = self._methods[call.rpc.full_name]
         deadline = time.monotonic() + timeout_s
         attempts_left = RETRY_ATTEMPTS if call.rpc.full_name in self._retried else 1

@@ -1,8 +1,10 @@
-"""Request headers into gRPC call context: credentials, request id, trace context, deadline.
+"""Request headers into gRPC call context: credentials, request id, trace context, deadline,
+and who the client is.
 
 As grpc-gateway's runtime/context.go: `Authorization` becomes `authorization` metadata,
 `X-Request-ID` is kept (or made) and passed on, `traceparent`/`tracestate` pass through,
-and `Grpc-Timeout` becomes the call's deadline, with a default and a cap.
+and `Grpc-Timeout` becomes the call's deadline, with a default and a cap. The client's address
+is the TCP peer's, or, when the peer is a trusted proxy, the one its `X-Forwarded-For` names.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.rest.errors import validation_error
+from multidict import CIMultiDictProxy
+
+from gateway.calls.admission import Network, forwarded_client, is_trusted
+from gateway.calls.auth import parse_basic
+from gateway.domain.errors import Unauthenticated
+from gateway.rest.errors import RestError, validation_error
 
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _GRPC_TIMEOUT = re.compile(r"^([0-9]{1,8})([HMSmun])$")
@@ -64,12 +71,37 @@ def request_id(headers: Mapping[str, str], ids: RequestIds) -> str:
     return ids.new()
 
 
-def call_metadata(headers: Mapping[str, str], rid: str, remote: str | None) -> tuple[tuple[str, str], ...]:
-    """The metadata of the forwarded call. `x-forwarded-for` is the address this front end saw,
-    never the caller's own header, so the gRPC side's per-address limits cannot be dodged."""
+def client_address(
+    remote: str | None, headers: CIMultiDictProxy[str], trusted_proxies: tuple[Network, ...]
+) -> str:
+    """The client's address: the TCP peer's, unless the peer is one of `trusted_proxies`; then the
+    right-most `X-Forwarded-For` address that is not itself a trusted proxy (a malformed entry ends
+    the walk). With no trusted proxies, the peer's, at no cost."""
+    if not trusted_proxies or remote is None or not is_trusted(remote, trusted_proxies):
+        return remote or ""
+    forwarded = headers.getall("X-Forwarded-For", ())
+    return forwarded_client(remote, forwarded, trusted_proxies) if forwarded else remote
+
+
+def check_authorization(headers: CIMultiDictProxy[str]) -> None:
+    """Refuse a request whose credentials cannot be right: two Authorization headers (400: which
+    one counts differs from proxy to server), or none or a malformed one (401, with the body the
+    call itself would answer). Well-formed credentials are checked by the call."""
+    values = headers.getall("Authorization", ())
+    if len(values) > 1:
+        raise RestError(
+            400, "more than one Authorization header: send exactly one", {"reason": "DUPLICATE_AUTHORIZATION"}
+        )
+    try:
+        parse_basic(values[0] if values else None)
+    except Unauthenticated as error:
+        raise RestError(401, error.message, {"reason": error.reason, **error.metadata}) from None
+
+
+def call_metadata(headers: Mapping[str, str], rid: str) -> tuple[tuple[str, str], ...]:
+    """The metadata of the forwarded call. Who the client is travels apart from it (see
+    `Backend.call`), never in the caller's own headers."""
     metadata = [("x-request-id", rid)]
-    if remote:
-        metadata.append(("x-forwarded-for", remote))
     authorization = headers.get("Authorization")
     if authorization is not None:
         metadata.append(("authorization", authorization))

@@ -18,12 +18,12 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from gateway.calls.admission import Admission, Metadata, metadata_value
-from gateway.calls.auth import Authenticator
+from gateway.calls.admission import Admission, Metadata
+from gateway.calls.auth import Authenticator, authorization_of
 from gateway.calls.orders import OrderCalls
 from gateway.domain.errors import InvalidArgument, OrderError, Unauthenticated, Unavailable
 from gateway.protos import orders_service_pb2
-from gateway.rpc.status import code_of, internal_error, status_of, trailing_metadata
+from gateway.rpc.status import call_failed, code_of, internal_error, status_of, trailing_metadata
 from gateway.rpc.stubs import orders_service_grpc
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ Run = Callable[[str, Req, float], Awaitable[Res]]
 """One call after admission: (account id, request, monotonic deadline) -> response message."""
 
 DEFAULT_DEADLINE_S = 30.0
-"""Time a call may take in the store when its caller set no deadline."""
+"""Time a call may take in the store when its caller set no deadline (never over the cap)."""
+DEFAULT_MAX_TIMEOUT_S = 60.0
+"""Cap on a call's deadline, whatever deadline its caller set."""
 
 
 class CallContext(Protocol):
@@ -77,11 +79,14 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         *,
         admission: Admission | None = None,
         observe: CallObserver | None = None,
+        max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S,
     ) -> None:
         self._calls = calls
         self._authenticator = authenticator
         self._admission = admission or Admission()
         self._observe = observe
+        self._max_timeout_s = max_timeout_s
+        self._default_timeout_s = min(DEFAULT_DEADLINE_S, max_timeout_s)
         self._runs: dict[str, Run[Any, Message]] = {
             "TrackOrders": calls.track_orders,
             "GetOrder": self._get_order,
@@ -91,12 +96,14 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         }
 
     def answer(
-        self, method: str, request: Message, metadata: Metadata, *, peer: str, deadline: float | None
+        self, method: str, request: Message, metadata: Metadata, *, client: str, deadline: float | None
     ) -> Awaitable[Message]:
         """The response to a call of `method` (its name in the service); raises the OrderError it
-        failed with. `deadline` is on the monotonic clock; None for none. (A plain function that
-        returns the core's coroutine: one frame fewer on the in-process path.)"""
-        return self._answer(method, self._runs[method], request, metadata, peer=peer, deadline=deadline)
+        failed with. `client` is the caller's address as the caller in this process determined it
+        (its `x-forwarded-for` metadata is not read); `deadline` is on the monotonic clock, None for
+        none, and never later than the cap. (A plain function that returns the core's coroutine:
+        one frame fewer on the in-process path.)"""
+        return self._answer(method, self._runs[method], request, metadata, client=client, deadline=deadline)
 
     async def _answer(
         self,
@@ -105,7 +112,7 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         request: Req | MalformedRequest,
         metadata: Metadata,
         *,
-        peer: str,
+        client: str,
         deadline: float | None,
     ) -> Res:
         started = time.monotonic()
@@ -113,13 +120,15 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         # cancelled: any other exception is a bug, answered as INTERNAL by the caller's last resort.
         code = grpc.StatusCode.INTERNAL
         try:
-            account_id = await self._authenticate(metadata, peer)
+            account_id = await self._authenticate(metadata, client)
             if isinstance(request, MalformedRequest):
                 raise InvalidArgument(
                     "MALFORMED_REQUEST", f"the request message does not parse: {request.problem}"
                 )
             if deadline is None:
-                deadline = started + DEFAULT_DEADLINE_S
+                deadline = started + self._default_timeout_s
+            else:
+                deadline = min(deadline, started + self._max_timeout_s)
             response = await run(account_id, request, deadline)
             code = grpc.StatusCode.OK
             return response
@@ -138,15 +147,14 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
             if self._observe is not None:
                 self._observe(method, code, time.monotonic() - started)
 
-    async def _authenticate(self, metadata: Metadata, peer: str) -> str:
+    async def _authenticate(self, metadata: Metadata, client: str) -> str:
         """The caller's account, after the address and account limits admit the call."""
         admission = self._admission
         failures = admission.auth_failures
-        client = admission.client_address(peer, metadata) if failures is not None else ""
         if failures is not None:
             failures.admit(client)
         try:
-            account_id = await self._authenticator.authenticate(metadata_value(metadata, "authorization"))
+            account_id = await self._authenticator.authenticate(authorization_of(metadata))
         except Unauthenticated:
             if failures is not None:
                 failures.failed(client)
@@ -158,14 +166,26 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
     async def _serve(
         self, method: str, run: Run[Req, Res], request: Req | MalformedRequest, context: CallContext
     ) -> Res:
-        """The core of a gRPC call, its error written out as rich status."""
+        """The core of a gRPC call, its error written out as rich status. grpc ends a call at the
+        deadline its caller set; when the cap comes first, the call is ended here."""
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         try:
             metadata = context.invocation_metadata()
-            return await self._answer(
-                method, run, request, metadata, peer=context.peer() or "", deadline=deadline
-            )
+            client = ""
+            if self._admission.auth_failures is not None:
+                client = self._admission.client_address(context.peer() or "", metadata)
+            answer = self._answer(method, run, request, metadata, client=client, deadline=deadline)
+            if remaining is not None and remaining <= self._max_timeout_s:
+                return await answer
+            cap = asyncio.timeout(self._max_timeout_s)
+            try:
+                async with cap:
+                    return await answer
+            except TimeoutError:
+                if not cap.expired():
+                    raise
+                raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED) from None
         except OrderError as error:
             code, status = status_of(error)
             await context.abort(code, status.message, trailing_metadata(status))

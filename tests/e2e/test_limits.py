@@ -78,7 +78,8 @@ async def test_an_address_that_keeps_failing_authentication_is_locked_out(
 
 async def test_the_lockout_follows_the_rest_client_not_the_front_end(tmp_path: Path) -> None:
     """Behind the remote backend every call reaches gRPC from the front end's address; the front
-    end names its client in x-forwarded-for, which the gRPC side trusts only from loopback."""
+    end names its client in x-forwarded-for, which the gRPC side reads only from the peers it is
+    told to trust (the stack's gRPC part names its front end, 127.0.0.1/32)."""
     admission = AdmissionSettings(auth_failure_limit=2, auth_failure_window_s=60.0)
     async with GatewayStack.start(tmp_path, backend="remote", admission=admission) as stack:
         stub = stack.stub()

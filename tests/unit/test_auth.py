@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 
-from gateway.calls.auth import REALM, Authenticator, parse_basic
+from gateway.calls.auth import REALM, Authenticator, authorization_of, parse_basic
 from gateway.calls.credentials import hash_secret, new_secret, secret_matches
 from gateway.domain.errors import Unauthenticated
 from gateway.store.base import OrderStore
@@ -76,6 +76,32 @@ def test_parse_basic_rejects(header: str | None) -> None:
         parse_basic(header)
     assert caught.value.reason == "UNAUTHENTICATED"
     assert caught.value.metadata == {"realm": REALM}
+
+
+# authorization_of
+
+
+def test_the_one_authorization_entry_is_taken() -> None:
+    assert authorization_of((("x-request-id", "r"), ("authorization", "Basic a"))) == "Basic a"
+    assert authorization_of((("x-request-id", "r"),)) is None
+    assert authorization_of(None) is None
+    assert authorization_of((("authorization", b"Basic a"),)) is None
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        (("authorization", "Basic a"), ("authorization", "Basic b")),
+        (("authorization", "Basic a"), ("x-request-id", "r"), ("authorization", "Basic a")),
+        (("authorization", b"Basic a"), ("authorization", "Basic b")),
+    ],
+)
+def test_two_authorization_entries_are_unauthenticated(metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        authorization_of(metadata)
+    assert caught.value.reason == "UNAUTHENTICATED"
+    assert caught.value.metadata == {"realm": REALM}
+    assert "more than one" in caught.value.message
 
 
 # Authenticator

@@ -348,7 +348,8 @@ class _BrokenBackend:
 
 async def test_an_unexpected_failure_is_a_500_with_the_error_body_and_request_id() -> None:
     gateway = RestGateway(_BrokenBackend())
-    request = make_mocked_request("GET", "/orders/order-1", headers={"X-Request-ID": "req-1"})
+    headers = {"X-Request-ID": "req-1", "Authorization": "Basic ZGVtbzpkZW1v"}
+    request = make_mocked_request("GET", "/orders/order-1", headers=headers)
     response = await gateway.handle(request)
     assert isinstance(response, web.Response)
     assert response.status == 500

@@ -4,19 +4,29 @@ status, and the in-process backend hands the error object itself to the REST sid
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, NoReturn, cast
 
 import grpc
 import pytest
 
-from gateway.calls.auth import Authenticator, unauthenticated
+from gateway.calls.admission import Admission
+from gateway.calls.auth import Authenticator, duplicate_credentials, unauthenticated
+from gateway.calls.limits import AuthFailureLimit
 from gateway.calls.orders import OrderCalls
 from gateway.domain.errors import InvalidArgument, NotFound, OrderError
 from gateway.protos import SERVICE_DESCRIPTOR, orders_service_pb2
 from gateway.rest.backend import InProcessBackend
 from gateway.rest.rules import rest_calls
 from gateway.rpc.servicer import MalformedRequest, OrdersServicer
-from gateway.rpc.status import CallFailed, details_from_metadata, error_of, internal_error, status_of
+from gateway.rpc.status import (
+    CallFailed,
+    code_of,
+    details_from_metadata,
+    error_of,
+    internal_error,
+    status_of,
+)
 
 CALLS = {call.name: call for call in rest_calls(SERVICE_DESCRIPTOR)}
 AUTH = (("authorization", "Basic ok"),)
@@ -51,44 +61,69 @@ class Aborted(Exception):
 
 
 class FakeContext:
-    def __init__(self, metadata: Any = AUTH) -> None:
+    def __init__(
+        self, metadata: Any = AUTH, *, remaining: float | None = None, peer: str = "ipv4:127.0.0.1:5000"
+    ) -> None:
         self.metadata = metadata
+        self.remaining = remaining
+        self.peer_address = peer
         self.aborted: tuple[grpc.StatusCode, str, Any] | None = None
 
     def invocation_metadata(self) -> Any:
         return self.metadata
 
     def time_remaining(self) -> float | None:
-        return None
+        return self.remaining
 
     def peer(self) -> str:
-        return "ipv4:127.0.0.1:5000"
+        return self.peer_address
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
         self.aborted = (code, details, trailing_metadata)
         raise Aborted()
 
 
-def servicer(calls: FakeCalls, observed: list[tuple[str, grpc.StatusCode]] | None = None) -> OrdersServicer:
+def servicer(
+    calls: FakeCalls,
+    observed: list[tuple[str, grpc.StatusCode]] | None = None,
+    *,
+    admission: Admission | None = None,
+    max_timeout_s: float = 60.0,
+) -> OrdersServicer:
     def observe(method: str, code: grpc.StatusCode, seconds: float) -> None:
         if observed is not None:
             observed.append((method, code))
 
-    return OrdersServicer(cast(OrderCalls, calls), cast(Authenticator, FakeAuthenticator()), observe=observe)
+    return OrdersServicer(
+        cast(OrderCalls, calls),
+        cast(Authenticator, FakeAuthenticator()),
+        admission=admission,
+        observe=observe,
+        max_timeout_s=max_timeout_s,
+    )
+
+
+async def aborted_with(servicer: OrdersServicer, context: FakeContext) -> OrderError:
+    """The error a gRPC call was answered with, rebuilt from its rich status."""
+    with pytest.raises(Aborted):
+        await servicer.GetOrder(REQUEST, context)
+    assert context.aborted is not None
+    code, _, trailing = context.aborted
+    return error_of(code, details_from_metadata(trailing))
 
 
 async def test_the_in_process_backend_raises_the_error_object_itself() -> None:
     failure = NotFound("ORDER_NOT_FOUND", "order 'h' not found", {"order_handle": "h"})
     backend = InProcessBackend(servicer(FakeCalls(failure)), serving=None)
     with pytest.raises(NotFound) as raised:
-        await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 5.0)
+        await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 5.0, "127.0.0.1")
     assert raised.value is failure
 
 
 async def test_the_in_process_backend_answers_unauthenticated_callers_with_the_error() -> None:
     backend = InProcessBackend(servicer(FakeCalls()), serving=None)
     with pytest.raises(OrderError) as raised:
-        await backend.call(CALLS["GetOrder"], REQUEST, (), 5.0)
+        await backend.call(CALLS["GetOrder"], REQUEST, (), 5.0, "127.0.0.1")
     assert raised.value == unauthenticated()
 
 
@@ -96,7 +131,7 @@ async def test_an_in_process_call_past_its_timeout_is_deadline_exceeded() -> Non
     observed: list[tuple[str, grpc.StatusCode]] = []
     backend = InProcessBackend(servicer(FakeCalls(delay_s=1.0), observed), serving=None)
     with pytest.raises(CallFailed) as raised:
-        await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 0.01)
+        await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 0.01, "127.0.0.1")
     assert raised.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert raised.value.reason == "DEADLINE_EXCEEDED"
     assert observed == [("GetOrder", grpc.StatusCode.CANCELLED)]
@@ -106,7 +141,7 @@ async def test_an_in_process_bug_reaches_the_rest_side_as_itself() -> None:
     observed: list[tuple[str, grpc.StatusCode]] = []
     backend = InProcessBackend(servicer(FakeCalls(RuntimeError("a bug")), observed), serving=None)
     with pytest.raises(RuntimeError):
-        await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 5.0)
+        await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 5.0, "127.0.0.1")
     assert observed == [("GetOrder", grpc.StatusCode.INTERNAL)]
 
 
@@ -152,3 +187,66 @@ async def test_an_answer_is_the_response_message() -> None:
     response = await servicer(FakeCalls(), observed).GetOrder(REQUEST, FakeContext())
     assert isinstance(response, orders_service_pb2.GetOrderResponse)
     assert observed == [("GetOrder", grpc.StatusCode.OK)]
+
+
+async def test_two_authorization_entries_are_unauthenticated_with_rich_status() -> None:
+    twice = (("authorization", "Basic ok"), ("authorization", "Basic other"))
+    error = await aborted_with(servicer(FakeCalls()), FakeContext(twice))
+    assert error == duplicate_credentials()
+    assert code_of(error) is grpc.StatusCode.UNAUTHENTICATED
+    # The same entry twice, too: which one a server reads must never matter.
+    same = (("authorization", "Basic ok"), ("authorization", "Basic ok"))
+    assert await aborted_with(servicer(FakeCalls()), FakeContext(same)) == duplicate_credentials()
+
+
+@pytest.mark.parametrize("remaining", [None, 99999999 * 3600.0])
+async def test_the_cap_ends_a_grpc_call_whatever_deadline_it_asked_for(remaining: float | None) -> None:
+    observed: list[tuple[str, grpc.StatusCode]] = []
+    slow = servicer(FakeCalls(delay_s=5.0), observed, max_timeout_s=0.05)
+    started = time.monotonic()
+    error = await aborted_with(slow, FakeContext(remaining=remaining))
+    assert time.monotonic() - started < 2.0
+    assert code_of(error) is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert observed == [("GetOrder", grpc.StatusCode.CANCELLED)]
+
+
+async def test_the_deadline_a_call_runs_with_is_never_past_the_cap() -> None:
+    deadlines: list[float] = []
+
+    class Recording(FakeCalls):
+        async def get_order(self, account_id: str, request: Any, deadline: float) -> Any:
+            deadlines.append(deadline - time.monotonic())
+            return orders_service_pb2.GetOrderResponse().order
+
+    capped = servicer(Recording(), max_timeout_s=2.0)
+    await capped.GetOrder(REQUEST, FakeContext(remaining=1e9))
+    await capped.GetOrder(REQUEST, FakeContext(remaining=None))
+    await capped.answer("GetOrder", REQUEST, AUTH, client="198.51.100.7", deadline=time.monotonic() + 1e9)
+    assert all(0 < remaining <= 2.0 for remaining in deadlines), deadlines
+
+
+async def test_an_in_process_call_is_keyed_on_the_client_it_is_handed() -> None:
+    """The REST side in this process says who the client is; the metadata's x-forwarded-for is
+    nobody's word."""
+    admission = Admission(auth_failures=AuthFailureLimit(2, 60.0))
+    backend = InProcessBackend(servicer(FakeCalls(), admission=admission), serving=None)
+    for spoofed in ("203.0.113.1", "203.0.113.2"):
+        bad = (("authorization", "Basic wrong"), ("x-forwarded-for", spoofed))
+        with pytest.raises(OrderError) as failed:
+            await backend.call(CALLS["GetOrder"], REQUEST, bad, 5.0, "198.51.100.7")
+        assert failed.value == unauthenticated()
+    with pytest.raises(OrderError) as locked:
+        await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 5.0, "198.51.100.7")
+    assert locked.value.reason == "TOO_MANY_FAILED_AUTHENTICATIONS"
+    assert await backend.call(CALLS["GetOrder"], REQUEST, AUTH, 5.0, "198.51.100.8") is not None
+
+
+async def test_a_grpc_peer_not_named_as_trusted_cannot_name_another_client() -> None:
+    admission = Admission(auth_failures=AuthFailureLimit(2, 60.0))
+    guarded = servicer(FakeCalls(), admission=admission)
+    for spoofed in ("203.0.113.1", "203.0.113.2"):
+        bad = (("authorization", "Basic wrong"), ("x-forwarded-for", spoofed))
+        assert await aborted_with(guarded, FakeContext(bad)) == unauthenticated()
+    forwarded = (*AUTH, ("x-forwarded-for", "203.0.113.7"))
+    locked = await aborted_with(guarded, FakeContext(forwarded))
+    assert locked.reason == "TOO_MANY_FAILED_AUTHENTICATIONS"

@@ -169,6 +169,7 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         Authenticator(instrumented),
         admission=admission(settings.admission),
         observe=metrics.observe_call,
+        max_timeout_s=settings.grpc.max_timeout_s,
     )
     gateway.grpc = await GrpcServer.start(
         servicer,
@@ -205,6 +206,7 @@ async def _start_rest(gateway: Gateway) -> None:
         settings.rest,
         extra_routes=ops_routes(metrics, gateway.readiness, openapi_document()),
         observer=observer,
+        trusted_proxies=settings.admission.trusted_proxies,
     )
     gateway.rest = await RestServer.start(
         rest_gateway,

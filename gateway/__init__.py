@@ -1,11 +1,14 @@
 """hypertrack-gateway: the HyperTrack v3 Orders API as a gRPC service with a REST + JSON front end.
 
-The flow of a call, by package:
-  rest/      aiohttp front end: routes compiled from the protos' google.api.http rules,
-             request translation, the backend (in-process or remote gRPC), error bodies
+The packages, from the inside out (ARCHITECTURE.md has the map and the import rules):
+  domain/    the order rules as plain functions on protobuf data (no I/O), the one error family
   jsonmap/   JSON <-> protobuf, driven by the message descriptors
-  rpc/       grpc.aio server: the OrdersService servicer, rich error status, health, reflection
-  service/   use cases: authentication and the order calls, over a store
-  domain/    the order rules as plain functions on protobuf data (no I/O)
-  store/     persistence behind one interface: SQLite, PostgreSQL
+  store/     records and atomic transactions: SQLite, PostgreSQL
+  calls/     the use cases over a store: the order calls, authentication, admission
+  rpc/       the grpc.aio face: the OrdersService servicer, rich error status, health, reflection
+  rest/      the aiohttp face: routes compiled from the protos' google.api.http rules, translation,
+             the backend (in-process or remote gRPC), error bodies
+  openapi/   the OpenAPI document
+  settings.py, assembly.py   typed settings, and the one function that wires a gateway from them
+  config.py, cli.py          the command line
 """

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import base64
 import dataclasses
+import importlib.metadata
 import logging
 import multiprocessing
 import queue
@@ -40,8 +41,16 @@ def account_id(text: str) -> str:
     return text
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hypertrack-gateway")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser(environ: Any) -> argparse.ArgumentParser:
     parser = OneLineParser(prog="hypertrack-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add = config.add_options
 
@@ -63,7 +72,10 @@ def build_parser(environ: Any) -> argparse.ArgumentParser:
     )
     add(create, (config.DATABASE,), environ)
     create.add_argument(
-        "account_id", type=config._argparse_type(config.Option("ACCOUNT_ID", account_id, None, ""))
+        "account_id",
+        metavar="ACCOUNT_ID",
+        type=config._argparse_type(config.Option("ACCOUNT_ID", account_id, None, "")),
+        help="the new account's id: 1 to 64 letters, digits, '_', '.' or '-'",
     )
 
     seed = commands.add_parser("seed", help="create N open orders for load tests")
@@ -205,7 +217,13 @@ async def _seed(args: argparse.Namespace) -> int:
     store = await open_store(args.database)
     try:
         if await store.account_secret_hash(args.account) is None:
-            print(f"hypertrack-gateway: error: no account {args.account!r}", file=sys.stderr)
+            print(
+                f"hypertrack-gateway: error: no account {args.account!r} in"
+                f" {config.redacted(args.database)}; create one with `hypertrack-gateway accounts create"
+                f" --database {config.redacted(args.database)} {args.account}`"
+                + (" (or start `serve` once for the demo account)" if args.account == DEMO_ACCOUNT else ""),
+                file=sys.stderr,
+            )
             return 1
         created = await seed_orders(store, args.account, args.count, args.prefix)
     finally:
@@ -231,8 +249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "http" and args.backend is None:
             parser.error("http needs --backend HOST:PORT (or HYPERTRACK_GATEWAY_BACKEND)")
         return run_service(config.service_settings(args.command, args))
-    if args.command == "seed" and (args.account is None or args.count is None):
-        parser.error("seed needs --account and --count")
     commands = {"accounts": _create_account, "seed": _seed, "migrate": _migrate}
     try:
         return asyncio.run(commands[args.command](args))

@@ -157,6 +157,7 @@ class Option:
     help: str
     is_switch: bool = False
     metavar: str | None = None
+    required: bool = False
 
     @property
     def dest(self) -> str:
@@ -170,6 +171,12 @@ class Option:
 HOST = Option("--host", host, "127.0.0.1", "address to listen on")
 HTTP_PORT = Option("--http-port", port, 8080, "REST port (0 picks a free one)")
 GRPC_PORT = Option("--grpc-port", port, 50051, "gRPC port (0 picks a free one)")
+ADMIN_PORT = Option(
+    "--admin-port",
+    port,
+    None,
+    "serve /healthz, /readyz and /metrics on this port instead of the REST port (0 picks a free one)",
+)
 DATABASE = Option("--database", database_url, DEFAULT_DATABASE, "sqlite:///PATH or postgresql://...")
 NO_DEMO = Option(
     "--no-demo",
@@ -254,13 +261,13 @@ GRPC_MAX_CONNECTION_AGE = Option(
 GRPC_MAX_CONCURRENT_STREAMS = Option(
     "--grpc-max-concurrent-streams", positive_int, 100, "gRPC calls in flight on one connection at most"
 )
-ACCOUNT = Option("--account", str, None, "account id")
-COUNT = Option("--count", positive_int, None, "how many orders")
+ACCOUNT = Option("--account", str, None, "the account that owns the orders", required=True)
+COUNT = Option("--count", positive_int, None, "how many orders", required=True)
 PREFIX = Option("--prefix", str, "load-", "handle prefix")
 
 # Settings come in groups, so that each command takes whole groups: the same limits on every
 # server that has them, the same TLS wherever it listens.
-_PROCESS = (HOST, WORKERS, GRACE, LOG_LEVEL, MAX_TIMEOUT, TRUSTED_PROXIES)
+_PROCESS = (HOST, ADMIN_PORT, WORKERS, GRACE, LOG_LEVEL, MAX_TIMEOUT, TRUSTED_PROXIES)
 _REST_SERVER = (HTTP_PORT, DEFAULT_TIMEOUT, MAX_BODY, BODY_TIMEOUT, MAX_CONNECTIONS, HEADER_TIMEOUT,
                 KEEPALIVE_TIMEOUT)  # fmt: skip
 _SERVER_TLS = (TLS_CERT, TLS_KEY)
@@ -291,14 +298,20 @@ def add_options(
                 default = option.parse(environ[option.env])
             except ValueError as error:
                 parser.exit(2, f"{parser.prog}: error: {option.env}: {error}\n")
-        help_text = f"{option.help} [env {option.env}; default {_shown(option.default)}]"
+        shown_default = "required" if option.required else f"default {_shown(option.default)}"
+        help_text = f"{option.help} [env {option.env}; {shown_default}]"
         if option.is_switch:
             parser.add_argument(
                 option.flag, dest=option.dest, action="store_true", default=default, help=help_text
             )
         else:
             parser.add_argument(
-                option.flag, dest=option.dest, type=_argparse_type(option), default=default, help=help_text
+                option.flag,
+                dest=option.dest,
+                type=_argparse_type(option),
+                default=default,
+                help=help_text,
+                required=option.required and option.env not in environ,
             )
 
 
@@ -359,7 +372,9 @@ def service_settings(mode: Mode, args: argparse.Namespace) -> GatewaySettings:
         ports["grpc_port"] = args.grpc_port
     settings = GatewaySettings(
         mode=mode,
-        listen=ListenSettings(host=args.host, tls=tls, reuse_port=args.workers > 1, **ports),
+        listen=ListenSettings(
+            host=args.host, admin_port=args.admin_port, tls=tls, reuse_port=args.workers > 1, **ports
+        ),
         logging=LogSettings(level=args.log_level),
         workers=args.workers,
         grace_s=args.grace,

@@ -38,6 +38,8 @@ class ListenSettings:
     host: str = "127.0.0.1"
     http_port: int = 8080
     grpc_port: int = 50051
+    admin_port: int | None = None
+    """Where /healthz, /readyz and /metrics are served instead of the REST port; None: on it."""
     tls: ServerTlsFiles | None = None
     reuse_port: bool = False
     """Share the ports with other processes (SO_REUSEPORT): set for `--workers` above 1 only, so

@@ -363,3 +363,25 @@ def test_help_shows_defaults_as_they_are_typed(tmp_path: Path) -> None:
     assert "IPv4Network" not in serve_help
     http_help = cli("http", "--help", cwd=tmp_path).stdout
     assert "--database" not in http_help and "--backend" in http_help
+
+
+def test_version_and_the_help_of_seed_and_accounts(tmp_path: Path) -> None:
+    version = cli("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("hypertrack-gateway 0.")
+    seed_help = " ".join(cli("seed", "--help", cwd=tmp_path).stdout.split())
+    assert (
+        "--account ACCOUNT the account that owns the orders [env HYPERTRACK_GATEWAY_ACCOUNT; required]"
+        in seed_help
+    )
+    assert "how many orders [env HYPERTRACK_GATEWAY_COUNT; required]" in seed_help
+    assert "ACCOUNT_ID the new account's id" in " ".join(
+        cli("accounts", "create", "--help", cwd=tmp_path).stdout.split()
+    )
+
+
+def test_seed_without_the_account_says_how_to_get_one(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'orders.db'}"
+    result = cli("seed", "--database", database, "--account", "demo", "--count", "3", cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert f"accounts create --database {database} demo" in line and "serve" in line

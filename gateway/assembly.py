@@ -22,6 +22,7 @@ from gateway.calls.auth import Authenticator
 from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
 from gateway.calls.orders import OrderCalls
 from gateway.demo import install_demo
+from gateway.descriptors import connection_caps, grpc_limits
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.openapi import openapi_document
@@ -179,6 +180,7 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         reuse_port=settings.listen.reuse_port,
         tls=server_tls(settings.listen.tls),
         health_interval_s=settings.grpc.health_interval_s,
+        limits=grpc_limits(settings),
     )
     if settings.serves_rest:
         health = gateway.grpc.health
@@ -215,4 +217,7 @@ async def _start_rest(gateway: Gateway) -> None:
         grace_s=settings.grace_s,
         reuse_port=settings.listen.reuse_port,
         ssl_context=rest_ssl_context(settings.listen.tls),
+        max_connections=connection_caps(settings).rest,
+        header_timeout_s=settings.connections.header_timeout_s,
+        keepalive_timeout_s=settings.connections.keepalive_timeout_s,
     )

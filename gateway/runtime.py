@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 
 from gateway.assembly import Gateway, assemble
+from gateway.descriptors import raise_descriptor_limit
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ async def run_until_signalled(
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Before anything listens: the connection caps are derived from the limit in force.
+    raise_descriptor_limit()
     gateway = await assemble(settings)
     # Everything built so far (modules, compiled routes and encoders) lives as long as the process:
     # moved out of the collector's sight, it is not scanned again by every full collection, which

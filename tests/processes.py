@@ -24,6 +24,12 @@ def executable() -> str:
     return found
 
 
+def _prlimit() -> str:
+    found = shutil.which("prlimit")
+    assert found is not None, "prlimit (util-linux) is not installed"
+    return found
+
+
 @dataclass
 class GatewayProcess:
     """A started gateway process with its banner, ports, and the lines it logged on stderr."""
@@ -57,9 +63,18 @@ class GatewayProcess:
         return [line.strip() for line in self.banner if line.strip().startswith(program + " ")]
 
     @classmethod
-    def start(cls, args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None) -> GatewayProcess:
+    def start(
+        cls,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        nofile: tuple[int, int] | None = None,
+    ) -> GatewayProcess:
+        """`nofile` (soft, hard) is the descriptor limit the program starts under (util-linux's prlimit)."""
+        limit = [] if nofile is None else [_prlimit(), f"--nofile={nofile[0]}:{nofile[1]}", "--"]
         process = subprocess.Popen(
-            [executable(), *args],
+            [*limit, executable(), *args],
             cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
@@ -86,6 +101,17 @@ class GatewayProcess:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.stderr_lines.append(line.rstrip("\n"))
+
+    def rss_mb(self) -> float:
+        """The process's resident memory now, in MiB (Linux)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def open_descriptors(self) -> int:
+        """How many descriptors the process holds now (Linux)."""
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)

@@ -33,6 +33,63 @@ class ServerTls:
     client_ca: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one gRPC connection, and all of them together, may hold of the server.
+
+    Turned into grpc core's channel arguments by `options`; what each does on grpcio 1.85
+    (tests/reliability/test_floods.py holds the measured ones):
+    - `max_connections` (grpc.max_allowed_incoming_connections; 0: none): a connection past it
+      is closed as soon as it is accepted, so a flood of them cannot exhaust the descriptors;
+    - `handshake_timeout_s` (grpc.server_handshake_timeout_ms): a connection that has not
+      completed its handshake (for plaintext: sent nothing) is closed after it;
+    - `max_connection_idle_s`, `max_connection_age_s`, `max_connection_age_grace_s`: GOAWAY to a
+      connection without calls for that long, or open for that long; its calls then get the grace
+      to finish before it is closed. Clients reconnect on their own;
+    - `max_concurrent_streams` (grpc.max_concurrent_streams, with overload protection): streams
+      past it are refused, and streams count until they are freed, not until the client resets
+      them, which bounds the memory a flood of HEADERS + RST_STREAM (rapid reset) can hold;
+      by grpc core's sources it also takes at most `grpc.http2.max_requests_per_read` new
+      streams per read, and stops reading from a peer that does not take the frames it provokes.
+      Core sends no GOAWAY for resets themselves: the connection's maximum age ends such a one;
+    - keep-alive enforcement: a client pinging without calls, or more often than every
+      `min_ping_interval_s`, is sent GOAWAY (too_many_pings) after two strikes; while calls are
+      in flight the server pings a silent peer every `keepalive_s` and closes the connection when
+      the ping goes unanswered for `keepalive_timeout_s`, so half-open connections do not stay.
+    """
+
+    max_connections: int = 0
+    handshake_timeout_s: float = 5.0
+    max_connection_idle_s: float = 300.0
+    max_connection_age_s: float = 3600.0
+    max_connection_age_grace_s: float = 30.0
+    max_concurrent_streams: int = 100
+    min_ping_interval_s: float = 300.0
+    keepalive_s: float = 600.0
+    keepalive_timeout_s: float = 20.0
+
+    def options(self) -> list[tuple[str, int]]:
+        def ms(seconds: float) -> int:
+            return max(1, round(seconds * 1000))
+
+        options = [
+            ("grpc.server_handshake_timeout_ms", ms(self.handshake_timeout_s)),
+            ("grpc.max_connection_idle_ms", ms(self.max_connection_idle_s)),
+            ("grpc.max_connection_age_ms", ms(self.max_connection_age_s)),
+            ("grpc.max_connection_age_grace_ms", ms(self.max_connection_age_grace_s)),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.http.overload_protection", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", ms(self.min_ping_interval_s)),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.keepalive_time_ms", ms(self.keepalive_s)),
+            ("grpc.keepalive_timeout_ms", ms(self.keepalive_timeout_s)),
+        ]
+        if self.max_connections > 0:
+            options.append(("grpc.max_allowed_incoming_connections", self.max_connections))
+        return options
+
+
 class DatabaseHealth:
     """The gRPC health status of the service, following whether the store answers."""
 
@@ -110,10 +167,12 @@ class GrpcServer:
         reuse_port: bool = False,
         tls: ServerTls | None = None,
         health_interval_s: float = 2.0,
+        limits: ConnectionLimits | None = None,
     ) -> GrpcServer:
         # SO_REUSEPORT only when several workers share the port on purpose; otherwise a
         # second server on the same port must fail to start rather than share it silently.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+        options = [("grpc.so_reuseport", 1 if reuse_port else 0), *(limits or ConnectionLimits()).options()]
+        server = grpc.aio.server(options=options)
         add_orders_service(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "openapi": 6,
     "settings": 6,
     "assembly": 7,
+    "descriptors": 7,
     "runtime": 7,
     "testing": 7,
     "config": 8,

@@ -12,3 +12,11 @@ The packages, from the inside out (ARCHITECTURE.md has the map and the import ru
   settings.py, assembly.py   typed settings, and the one function that wires a gateway from them
   config.py, cli.py          the command line
 """
+
+import os
+
+# grpc core logs through its own C++ logger, in plain text, straight to stderr (under descriptor
+# exhaustion, one line a second): not the JSON lines operators collect. Its verbosity is read once,
+# when grpc is first imported, which this package does; an operator may still ask for ERROR or
+# DEBUG by setting GRPC_VERBOSITY.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")

@@ -120,8 +120,12 @@ def content_coding(request: web.BaseRequest) -> str | None:
     # aiohttp decodes a body only when its one Content-Encoding is exactly one coding it knows.
     if len(values) == 1 and (coding := values[0].strip().lower()) in DECODED_CODINGS:
         return coding
-    shown = ", ".join(values)
-    raise RestError(
+    raise unsupported_coding(", ".join(values))
+
+
+def unsupported_coding(shown: str) -> RestError:
+    """The 415 of a Content-Encoding this server does not decode."""
+    return RestError(
         NOT_JSON_STATUS,
         f"the body's Content-Encoding {shown!r} is not supported: send it as {', '.join(DECODED_CODINGS)}"
         " or identity",

@@ -19,9 +19,11 @@ import uuid
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.rest.app import RestGateway
+from gateway.rest.body import unsupported_coding
 from gateway.rest.errors import RestError, failure_response
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,9 @@ class _ContractErrorsHandler(RequestHandler):
         # The parser's message quotes the offending bytes (a header line, which may be the
         # Authorization header): only the kind of error is logged, never what the caller sent.
         log.debug("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
-        if status >= 500:
+        if (coding := _coding_without_decoder(exc)) is not None:
+            refusal = unsupported_coding(coding)
+        elif status >= 500:
             refusal = RestError(status, "internal error", {"reason": "INTERNAL"})
         else:
             refusal = RestError(
@@ -110,6 +114,17 @@ class _ContractErrorsHandler(RequestHandler):
         response.headers["X-Request-ID"] = uuid.uuid4().hex
         response.force_close()
         return response
+
+
+# aiohttp knows these codings but decodes them only with optional packages; without them it refuses
+# the request while parsing its head, with no headers left to read the coding from, only its message.
+_DECODER_NAMES = {"brotli (br)": "br", "zstandard (zstd)": "zstd"}
+
+
+def _coding_without_decoder(error: BaseException | None) -> str | None:
+    if not isinstance(error, ContentEncodingError):
+        return None
+    return next((coding for name, coding in _DECODER_NAMES.items() if name in str(error)), None)
 
 
 def _refusal() -> tuple[bytes, bytes]:

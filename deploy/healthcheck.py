@@ -1,12 +1,13 @@
 #!/opt/hypertrack-gateway/bin/python3
 """The container image's HEALTHCHECK: is the gateway process up and answering?
 
-`serve` and `http` answer `GET /healthz` on the REST port; `grpc` has no REST port, so where
-nothing listens there the standard gRPC health service is asked instead. Liveness only, like
-/healthz: a gRPC server that answers NOT_SERVING (its database is away) is alive, and restarting it
-would not bring the database back; /readyz and the gRPC health status tell readiness.
-Settings come from the same HYPERTRACK_GATEWAY_* variables as the gateway's. The image has no curl:
-the standard library and the gateway's own grpcio do the asking. Exit 0 healthy, 1 not."""
+`serve` and `http` answer `GET /healthz` on the REST port (or on --admin-port, as any command does
+when it is set); `grpc` without it has no REST port, so where nothing listens there the standard
+gRPC health service is asked instead. Liveness only, like /healthz: a gRPC server that answers
+NOT_SERVING (its database is away) is alive, and restarting it would not bring the database back;
+/readyz and the gRPC health status tell readiness. Settings come from the same
+HYPERTRACK_GATEWAY_* variables as the gateway's. The image has no curl: the standard library and
+the gateway's own grpcio do the asking. Exit 0 healthy, 1 not."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def local_address() -> str:
 def check_rest(address: str) -> bool | None:
     """True when /healthz answers 200, False on another answer, None when nothing listens."""
     tls = bool(setting("TLS_CERT", ""))
-    url = f"{'https' if tls else 'http'}://{address}:{setting('HTTP_PORT', '8080')}/healthz"
+    # /healthz moves to the admin port when one is set (set it by its variable, not the flag, for
+    # this check to find it).
+    rest_port = setting("ADMIN_PORT", "") or setting("HTTP_PORT", "8080")
+    url = f"{'https' if tls else 'http'}://{address}:{rest_port}/healthz"
     # Our own certificate, asked for on our own address: its name cannot be expected to match.
     context = ssl._create_unverified_context() if tls else None
     try:

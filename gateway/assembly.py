@@ -6,6 +6,7 @@ clock or store) they hand in. The parts, from the inside out:
 
     store -> OrderCalls -> OrdersServicer -> gRPC server          (serve, grpc)
     backend (the servicer in-process, or gRPC servers) -> RestGateway -> REST server   (serve, http)
+    /healthz, /readyz, /metrics -> the admin listener (--admin-port; else on the REST server)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from gateway.calls.admission import Admission
 from gateway.calls.auth import Authenticator
@@ -27,9 +28,9 @@ from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.protos import SERVICE_DESCRIPTOR
-from gateway.rest.app import RequestObserver, RestGateway
+from gateway.rest.app import Handler, RequestObserver, RestGateway
 from gateway.rest.backend import Backend, ClientTls, InProcessBackend, RemoteBackend
-from gateway.rest.ops import ReadinessCheck, ops_routes
+from gateway.rest.ops import AdminApp, ReadinessCheck, admin_routes, docs_routes
 from gateway.rest.rules import rest_calls
 from gateway.rest.server import RestServer
 from gateway.rpc.server import GrpcServer, ServerTls
@@ -106,6 +107,7 @@ class Gateway:
     metrics: Metrics
     rest: RestServer | None = None
     grpc: GrpcServer | None = None
+    admin: RestServer | None = None
     backend: Backend | None = None
     store: OrderStore | None = None
     access_log: AccessLog | None = None
@@ -119,6 +121,10 @@ class Gateway:
     def grpc_port(self) -> int | None:
         return self.grpc.port if self.grpc is not None else None
 
+    @property
+    def admin_port(self) -> int | None:
+        return self.admin.port if self.admin is not None else None
+
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking work, let calls in flight finish within the grace period, close the store."""
         grace = self.settings.grace_s if grace_s is None else grace_s
@@ -128,7 +134,10 @@ class Gateway:
             stopping.append(self.rest.stop())
         if self.grpc is not None:
             stopping.append(self.grpc.stop(grace))
+        if self.admin is not None:
+            stopping.append(self.admin.stop())
         await asyncio.gather(*stopping)
+        await self.metrics.stop()
         if self.backend is not None:
             await self.backend.close()
         if self.store is not None:
@@ -142,12 +151,15 @@ async def assemble(
 ) -> Gateway:
     """Start the parts `settings.mode` asks for. `store`, when given, is used instead of opening
     `settings.store.database` (a test's faulty store, say), and is closed with the gateway."""
-    gateway = Gateway(settings, Metrics())
+    gateway = Gateway(settings, Metrics(shared_directory=settings.metrics.shared_directory))
     try:
         if settings.serves_grpc:
             await _start_grpc(gateway, store, clock)
         if settings.serves_rest:
             await _start_rest(gateway)
+        if settings.listen.admin_port is not None:
+            await _start_admin(gateway)
+        gateway.metrics.start()
     except BaseException:
         await gateway.stop(0)
         raise
@@ -169,7 +181,7 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         calls,
         Authenticator(instrumented),
         admission=admission(settings.admission),
-        observe=metrics.observe_call,
+        observe=metrics,
         max_timeout_s=settings.grpc.max_timeout_s,
     )
     gateway.grpc = await GrpcServer.start(
@@ -182,10 +194,10 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         health_interval_s=settings.grpc.health_interval_s,
         limits=grpc_limits(settings),
     )
+    health = gateway.grpc.health
+    gateway.readiness["database"] = health.check
     if settings.serves_rest:
-        health = gateway.grpc.health
         gateway.backend = InProcessBackend(servicer, health)
-        gateway.readiness["database"] = health.check
 
 
 async def _start_rest(gateway: Gateway) -> None:
@@ -206,7 +218,7 @@ async def _start_rest(gateway: Gateway) -> None:
     rest_gateway = RestGateway(
         gateway.backend,
         settings.rest,
-        extra_routes=ops_routes(metrics, gateway.readiness, openapi_document()),
+        extra_routes=_public_ops_routes(gateway),
         observer=observer,
         trusted_proxies=settings.admission.trusted_proxies,
     )
@@ -218,6 +230,38 @@ async def _start_rest(gateway: Gateway) -> None:
         reuse_port=settings.listen.reuse_port,
         ssl_context=rest_ssl_context(settings.listen.tls),
         max_connections=connection_caps(settings).rest,
+        header_timeout_s=settings.connections.header_timeout_s,
+        keepalive_timeout_s=settings.connections.keepalive_timeout_s,
+    )
+
+
+ADMIN_MAX_CONNECTIONS = 64
+"""Open connections to the admin listener at most: its callers are a few probes and scrapers."""
+
+
+def _public_ops_routes(gateway: Gateway) -> list[tuple[str, str, Handler]]:
+    """The operational routes of the REST port: the docs, and the admin routes unless they have a
+    port of their own (then they answer 404 here, like any unknown path)."""
+    separate = gateway.settings.listen.admin_port is not None
+    routes = docs_routes(openapi_document(admin_routes=not separate))
+    if not separate:
+        routes = admin_routes(gateway.metrics, gateway.readiness) + routes
+    return routes
+
+
+async def _start_admin(gateway: Gateway) -> None:
+    settings = gateway.settings
+    assert settings.listen.admin_port is not None
+    app = AdminApp(admin_routes(gateway.metrics, gateway.readiness))
+    gateway.admin = await RestServer.start(
+        # The REST server only asks its gateway for `handle`, which the admin app has.
+        cast(RestGateway, app),
+        host=settings.listen.host,
+        port=settings.listen.admin_port,
+        grace_s=settings.grace_s,
+        reuse_port=settings.listen.reuse_port,
+        ssl_context=rest_ssl_context(settings.listen.tls),
+        max_connections=ADMIN_MAX_CONNECTIONS,
         header_timeout_s=settings.connections.header_timeout_s,
         keepalive_timeout_s=settings.connections.keepalive_timeout_s,
     )

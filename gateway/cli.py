@@ -11,9 +11,12 @@ import logging
 import multiprocessing
 import queue
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -27,7 +30,7 @@ from gateway.observability.logs import configure_logging
 from gateway.protos import SERVICE_NAME
 from gateway.runtime import run_until_signalled
 from gateway.seed import seed_orders
-from gateway.settings import GatewaySettings, StoreSettings
+from gateway.settings import GatewaySettings, MetricsSettings, StoreSettings
 
 log = logging.getLogger("hypertrack_gateway")
 
@@ -90,7 +93,9 @@ def _shown_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def banner(settings: GatewaySettings, http_port: int | None, grpc_port: int | None) -> str:
+def banner(
+    settings: GatewaySettings, http_port: int | None, grpc_port: int | None, admin_port: int | None = None
+) -> str:
     host = _shown_host(settings.listen.host)
     scheme = "https" if settings.listen.tls is not None else "http"
     lines = [f"hypertrack-gateway {settings.mode}: {settings.workers} worker(s)"]
@@ -99,6 +104,8 @@ def banner(settings: GatewaySettings, http_port: int | None, grpc_port: int | No
         lines.append(f"  REST  {scheme}://{host}:{http_port}  (backend: {backend})")
     if grpc_port is not None:
         lines.append(f"  gRPC  {host}:{grpc_port}  ({SERVICE_NAME}, grpc.health.v1.Health, reflection)")
+    if admin_port is not None:
+        lines.append(f"  admin {scheme}://{host}:{admin_port} (/metrics, /healthz, /readyz)")
     if settings.serves_grpc:
         lines.append(f"  database  {config.redacted(settings.store.database)}")
     if settings.store.demo:
@@ -147,13 +154,30 @@ def _supervise(settings: GatewaySettings) -> int:
     ports = ([listen.http_port] if settings.serves_rest else []) + (
         [listen.grpc_port] if settings.serves_grpc else []
     )
+    if listen.admin_port is not None:
+        ports.append(listen.admin_port)
     if 0 in ports:
         print("hypertrack-gateway: error: --workers above 1 needs fixed ports, not 0", file=sys.stderr)
         return 2
     # The schema and the demo data are put in once, here, not by every worker at the same time.
     if settings.serves_grpc:
         uvloop.run(_prepare_database(settings.store))
-    worker_settings = dataclasses.replace(settings, store=dataclasses.replace(settings.store, demo=False))
+    # Each worker writes its metrics here, so that /metrics answers for all of them, whichever
+    # answers (see gateway/observability/metrics.py): private to this run, and to its user.
+    metrics_directory = Path(tempfile.mkdtemp(prefix="hypertrack-gateway-metrics-"))
+    try:
+        return _run_workers(settings, metrics_directory)
+    finally:
+        shutil.rmtree(metrics_directory, ignore_errors=True)
+
+
+def _run_workers(settings: GatewaySettings, metrics_directory: Path) -> int:
+    listen = settings.listen
+    worker_settings = dataclasses.replace(
+        settings,
+        store=dataclasses.replace(settings.store, demo=False),
+        metrics=MetricsSettings(shared_directory=metrics_directory),
+    )
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
     workers = [
@@ -181,7 +205,7 @@ def _supervise(settings: GatewaySettings) -> int:
         return 1
     http_port = listen.http_port if settings.serves_rest else None
     grpc_port = listen.grpc_port if settings.serves_grpc else None
-    print(banner(settings, http_port, grpc_port), flush=True)
+    print(banner(settings, http_port, grpc_port, listen.admin_port), flush=True)
     for worker in workers:
         worker.join()
     return 0 if all(w.exitcode == 0 for w in workers) else 1
@@ -195,7 +219,7 @@ def run_service(settings: GatewaySettings) -> int:
         return _supervise(settings)
 
     def announce(gateway: Gateway) -> None:
-        print(banner(settings, gateway.rest_port, gateway.grpc_port), flush=True)
+        print(banner(settings, gateway.rest_port, gateway.grpc_port, gateway.admin_port), flush=True)
 
     return uvloop.run(run_until_signalled(settings, announce=announce))
 

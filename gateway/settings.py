@@ -127,6 +127,13 @@ class AdmissionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    shared_directory: Path | None = None
+    """The run's private directory where each of `--workers` writes its metrics, so that /metrics
+    answers for all of them (set by the supervisor); None: this process's own metrics."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
     access_log: bool = True
@@ -148,6 +155,7 @@ class GatewaySettings:
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     logging: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     workers: int = 1
     grace_s: float = 10.0
     """Seconds calls in flight get to finish on SIGTERM or SIGINT."""

@@ -26,9 +26,10 @@ from gateway.openapi.paths import openapi_path
 
 
 @functools.cache
-def openapi_document() -> bytes:
-    """The document as JSON, built once (at start-up) and served as is."""
-    return orjson.dumps(build_document())
+def openapi_document(*, admin_routes: bool = True) -> bytes:
+    """The document as JSON, built once (at start-up) and served as is. `admin_routes`: whether
+    /healthz, /readyz and /metrics are on the REST port (no admin port)."""
+    return orjson.dumps(build_document(admin_routes=admin_routes))
 
 
 __all__ = ["Comments", "build_document", "openapi_document", "openapi_path"]

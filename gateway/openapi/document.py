@@ -30,10 +30,23 @@ def _version() -> str:
         return "0.0.0"
 
 
+SERVERS = [
+    {
+        "url": ".",
+        "description": "The server this document is read from. Relative to the document's own URL,"
+        " so that it holds behind a proxy, under the proxy's host and any path prefix.",
+    }
+]
+
+
 def build_document(
-    service: ServiceDescriptor = SERVICE_DESCRIPTOR, comments: Comments | None = None
+    service: ServiceDescriptor = SERVICE_DESCRIPTOR,
+    comments: Comments | None = None,
+    *,
+    admin_routes: bool = True,
 ) -> Schema:
-    """The OpenAPI 3.1 document of the service's REST calls, as a JSON-ready dict."""
+    """The OpenAPI 3.1 document of the service's REST calls, as a JSON-ready dict. `admin_routes`:
+    whether /healthz, /readyz and /metrics are on the same port (no admin port)."""
     comments = Comments.load() if comments is None else comments
     calls = rest_calls(service)
     # The error bodies first, so that no message takes their names.
@@ -42,7 +55,7 @@ def build_document(
     )
     tag = service.name
     paths = api_paths(registry, calls, tag)
-    paths.update(ops_paths())
+    paths.update(ops_paths(admin_routes=admin_routes))
     description = comments.of(service.full_name)
     return {
         "openapi": OPENAPI_VERSION,
@@ -51,9 +64,15 @@ def build_document(
             "version": _version(),
             "description": "\n\n".join(part for part in (description, _CONVENTIONS) if part),
         },
+        "servers": SERVERS,
         "tags": [
             described({"name": tag}, description),
-            {"name": OPS_TAG, "description": "Liveness, readiness, metrics and this document."},
+            {
+                "name": OPS_TAG,
+                "description": "Liveness, readiness, metrics and this document."
+                if admin_routes
+                else "This document.",
+            },
         ],
         "security": [{SECURITY_SCHEME: []}],
         "paths": paths,

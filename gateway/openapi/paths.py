@@ -9,7 +9,7 @@ from gateway.jsonmap.contracts import Direction, Schema
 from gateway.openapi.comments import summary
 from gateway.openapi.errors import JSON, REQUEST_ID_HEADERS, error_statuses, response_ref
 from gateway.openapi.schemas import SchemaRegistry
-from gateway.rest.ops import OPS_ROUTES, OpsRoute
+from gateway.rest.ops import DOCS_ROUTES, OPS_ROUTES, OpsRoute
 from gateway.rest.rules import RestCall
 
 OPS_TAG = "Operations"
@@ -151,9 +151,10 @@ def _ops_operation(route: OpsRoute) -> Schema:
     }
 
 
-def ops_paths() -> dict[str, Schema]:
-    """The operational routes of gateway/rest/ops.py: no credentials."""
+def ops_paths(*, admin_routes: bool = True) -> dict[str, Schema]:
+    """The operational routes of gateway/rest/ops.py: no credentials. Without `admin_routes` (they
+    are on an admin port of their own), only the docs routes."""
     paths: dict[str, Schema] = {}
-    for route in OPS_ROUTES:
+    for route in OPS_ROUTES if admin_routes else DOCS_ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _ops_operation(route)
     return paths

@@ -23,7 +23,7 @@ from gateway.calls.auth import Authenticator, authorization_of
 from gateway.calls.orders import OrderCalls
 from gateway.domain.errors import InvalidArgument, OrderError, Unauthenticated, Unavailable
 from gateway.protos import orders_service_pb2
-from gateway.rpc.status import call_failed, code_of, internal_error, status_of, trailing_metadata
+from gateway.rpc.status import call_failed, internal_error, status_of, trailing_metadata
 from gateway.rpc.stubs import orders_service_grpc
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,13 @@ class CallContext(Protocol):
     ) -> NoReturn: ...
 
 
-CallObserver = Callable[[str, grpc.StatusCode, float], None]
+class CallObserver(Protocol):
+    """Told of each call that arrives through the gRPC server; calls made in this process (the
+    REST front end's) are not gRPC calls, and are not told."""
+
+    def call_started(self, method: str) -> None: ...
+
+    def call_handled(self, method: str, code: grpc.StatusCode, seconds: float) -> None: ...
 
 
 class MalformedRequest:
@@ -116,9 +122,6 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         deadline: float | None,
     ) -> Res:
         started = time.monotonic()
-        # What the observer hears unless the call returns, fails with an error it names, or is
-        # cancelled: any other exception is a bug, answered as INTERNAL by the caller's last resort.
-        code = grpc.StatusCode.INTERNAL
         try:
             account_id = await self._authenticate(metadata, client)
             if isinstance(request, MalformedRequest):
@@ -129,23 +132,13 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
                 deadline = started + self._default_timeout_s
             else:
                 deadline = min(deadline, started + self._max_timeout_s)
-            response = await run(account_id, request, deadline)
-            code = grpc.StatusCode.OK
-            return response
-        except OrderError as error:
-            code = code_of(error)
-            if isinstance(error, Unavailable):
-                # The caller hears "retry later"; the operator needs the cause. A busy database is
-                # the cause itself (no traceback: under contention there is one per call).
-                cause = None if error.reason == "STORE_BUSY" else error.__cause__
-                log.warning("store unavailable in %s: %s", method, error, exc_info=cause)
+            return await run(account_id, request, deadline)
+        except Unavailable as error:
+            # The caller hears "retry later"; the operator needs the cause. A busy database is
+            # the cause itself (no traceback: under contention there is one per call).
+            cause = None if error.reason == "STORE_BUSY" else error.__cause__
+            log.warning("store unavailable in %s: %s", method, error, exc_info=cause)
             raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            if self._observe is not None:
-                self._observe(method, code, time.monotonic() - started)
 
     async def _authenticate(self, metadata: Metadata, client: str) -> str:
         """The caller's account, after the address and account limits admit the call."""
@@ -168,8 +161,15 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
     ) -> Res:
         """The core of a gRPC call, its error written out as rich status. grpc ends a call at the
         deadline its caller set; when the cap comes first, the call is ended here."""
+        started = time.monotonic()
         remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
+        deadline = None if remaining is None else started + remaining
+        observe = self._observe
+        if observe is not None:
+            observe.call_started(method)
+        # What the observer hears unless the call returns, fails with an error it names, or is
+        # cancelled (by its caller, or its deadline as grpc keeps it).
+        code = grpc.StatusCode.INTERNAL
         try:
             metadata = context.invocation_metadata()
             client = ""
@@ -177,24 +177,33 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
                 client = self._admission.client_address(context.peer() or "", metadata)
             answer = self._answer(method, run, request, metadata, client=client, deadline=deadline)
             if remaining is not None and remaining <= self._max_timeout_s:
-                return await answer
-            cap = asyncio.timeout(self._max_timeout_s)
-            try:
-                async with cap:
-                    return await answer
-            except TimeoutError:
-                if not cap.expired():
-                    raise
-                raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED) from None
+                response = await answer
+            else:
+                cap = asyncio.timeout(self._max_timeout_s)
+                try:
+                    async with cap:
+                        response = await answer
+                except TimeoutError:
+                    if not cap.expired():
+                        raise
+                    raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            code = grpc.StatusCode.OK
+            return response
         except OrderError as error:
             code, status = status_of(error)
             await context.abort(code, status.message, trailing_metadata(status))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception:
             # The gRPC surface's last resort: logged, and answered without its insides rather
             # than as grpc's UNKNOWN with the exception's text.
             log.exception("unexpected failure in %s", method)
             code, status = status_of(internal_error())
             await context.abort(code, status.message, trailing_metadata(status))
+        finally:
+            if observe is not None:
+                observe.call_handled(method, code, time.monotonic() - started)
 
     async def _get_order(
         self, account_id: str, request: orders_service_pb2.GetOrderRequest, deadline: float

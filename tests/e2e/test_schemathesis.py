@@ -164,8 +164,9 @@ def test_the_server_keeps_every_promise_of_its_document(live_gateway: LiveGatewa
 
     assert finished.returncode == 0, f"schemathesis (seed {SEED}) found problems:\n{finished.stdout[-20000:]}"
     # Guard against a run that passes because it tested nothing.
-    # Every operation but GET /openapi.json, which schemathesis leaves out as the document's own route.
-    assert report["operations"]["total"] == report["operations"]["tested"] == operations - 1
+    # Every operation, but for GET /openapi.json, which schemathesis leaves out when it sees that it is
+    # the document's own route (it does not see it through a relative server URL such as ".").
+    assert report["operations"]["total"] == report["operations"]["tested"] >= operations - 1
     assert {name: phase["status"] for name, phase in report["phases"].items()} == {
         "examples": "success",
         "coverage": "success",

@@ -109,7 +109,8 @@ class Server:
         return sum(
             int(float(line.rpartition(" ")[2]))
             for line in self.stack.metrics.exposition()[0].decode().splitlines()
-            if line.startswith("hypertrack_gateway_http_requests_total{") and 'status="499"' in line
+            if line.startswith("http_server_request_duration_seconds_count{")
+            and 'http_response_status_code="499"' in line
         )
 
 

@@ -74,8 +74,8 @@ database = "none"
 username = "{DEMO_ACCOUNT}"
 password = "{DEMO_SECRET}"
 """
-# Labels hold braces (`route="/orders/{order_handle}"`): the label set runs to the last `} `.
-REQUESTS_METRIC = re.compile(r"^hypertrack_gateway_http_requests_total\{(?P<labels>.*)\} (?P<count>\S+)$")
+# Labels hold braces (`http_route="/orders/{order_handle}"`): the label set runs to the last `} `.
+REQUESTS_METRIC = re.compile(r"^http_server_request_duration_seconds_count\{(?P<labels>.*)\} (?P<count>\S+)$")
 
 
 def served_requests(rest_url: str) -> Counter[str]:
@@ -85,7 +85,7 @@ def served_requests(rest_url: str) -> Counter[str]:
     for line in text.splitlines():
         match = REQUESTS_METRIC.match(line)
         if match:
-            status = re.search(r'status="(\d+)"', match["labels"])
+            status = re.search(r'http_response_status_code="(\d+)"', match["labels"])
             assert status is not None, line
             by_status[status.group(1)] += int(float(match["count"]))
     return by_status

@@ -32,11 +32,12 @@ from gateway.jsonmap.shapes import FLATTENED_ONEOFS, MESSAGE_SHAPES
 from gateway.jsonmap.timestamps import MAX_SECONDS, MIN_SECONDS
 from gateway.observability.metrics import Metrics
 from gateway.openapi import Comments, build_document, openapi_document, openapi_path
+from gateway.openapi.document import SERVERS
 from gateway.openapi.schemas import SchemaRegistry
 from gateway.protos import SERVICE_DESCRIPTOR, json_pb2, orders_service_pb2
 from gateway.rest import body
 from gateway.rest.errors import HTTP_STATUS, error_body, validation_error
-from gateway.rest.ops import OPS_ROUTES, ops_routes
+from gateway.rest.ops import ADMIN_ROUTES, DOCS, OPS_ROUTES, ops_routes
 from gateway.rest.rules import RestCall, rest_calls
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "cancel-order-example.json"
@@ -97,7 +98,10 @@ def test_api_paths_are_exactly_those_of_the_rules_and_ops_paths_those_of_ops_rou
     }
     assert secured == {openapi_path(call) for call in CALLS}
     unsecured = set(DOCUMENT["paths"]) - secured
-    assert unsecured == {path for _, path, _ in ops_routes(Metrics(), {}, b"")}
+    assert unsecured == {route.path for route in OPS_ROUTES}
+    # The docs page's assets are served, not documented: they are the page's, not the API's.
+    served = {path for _, path, _ in ops_routes(Metrics(), {}, b"")}
+    assert served - unsecured == {p for p in served if p.startswith(f"{DOCS.path}/")} != set()
     operations = [
         (path, method) for path, item in DOCUMENT["paths"].items() for method in item if path in secured
     ]
@@ -111,8 +115,22 @@ def test_api_calls_need_basic_credentials_and_ops_routes_none() -> None:
         "description": "`Authorization: Basic base64(AccountID:SecretKey)`.",
     }
     assert DOCUMENT["security"] == [{"basicAuth": []}]
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         assert DOCUMENT["paths"][path]["get"]["security"] == []
+
+
+def test_the_server_is_the_one_the_document_is_read_from_even_behind_a_proxy() -> None:
+    # Relative to the document's URL: behind a proxy that serves the API under a prefix, the
+    # calls go under the same prefix; no host or port of the process's own is named.
+    assert DOCUMENT["servers"] == SERVERS
+    assert [server["url"] for server in SERVERS] == ["."]
+
+
+def test_with_an_admin_port_the_document_lists_no_admin_routes() -> None:
+    without = build_document(admin_routes=False)
+    validate(without, cls=OpenAPIV31SpecValidator)
+    assert set(DOCUMENT["paths"]) - set(without["paths"]) == {route.path for route in ADMIN_ROUTES}
+    assert orjson.loads(openapi_document(admin_routes=False)) == without
 
 
 def test_the_schema_of_each_special_shape_is_its_records() -> None:

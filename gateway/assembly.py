@@ -16,7 +16,7 @@ import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.calls.admission import Admission
 from gateway.calls.auth import Authenticator
@@ -24,10 +24,11 @@ from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
 from gateway.calls.orders import OrderCalls
 from gateway.demo import install_demo
 from gateway.descriptors import connection_caps, grpc_limits
+from gateway.observability.grpc_access import ServedCalls
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.openapi import openapi_document
-from gateway.protos import SERVICE_DESCRIPTOR
+from gateway.protos import SERVICE_DESCRIPTOR, SERVICE_NAME
 from gateway.rest.app import Handler, RequestObserver, RestGateway
 from gateway.rest.backend import Backend, ClientTls, InProcessBackend, RemoteBackend
 from gateway.rest.ops import AdminApp, ReadinessCheck, admin_routes, docs_routes
@@ -44,6 +45,9 @@ from gateway.settings import (
 )
 from gateway.store.base import OrderStore
 from gateway.store.instrumented import InstrumentedStore
+
+if TYPE_CHECKING:  # OpenTelemetry is loaded only when tracing is on
+    from gateway.observability.tracing import Tracing
 
 Clock = Callable[[], int]
 """Epoch milliseconds."""
@@ -88,7 +92,7 @@ def rest_ssl_context(files: ServerTlsFiles | None) -> ssl.SSLContext | None:
     return context
 
 
-def remote_backend(settings: BackendSettings) -> RemoteBackend:
+def remote_backend(settings: BackendSettings, tracing: Tracing | None = None) -> RemoteBackend:
     tls = None
     if settings.tls is not None:
         tls = ClientTls(
@@ -96,7 +100,9 @@ def remote_backend(settings: BackendSettings) -> RemoteBackend:
             settings.tls.cert.read_bytes() if settings.tls.cert else None,
             settings.tls.key.read_bytes() if settings.tls.key else None,
         )
-    return RemoteBackend(settings.target, SERVICE_DESCRIPTOR, rest_calls(SERVICE_DESCRIPTOR), tls=tls)
+    return RemoteBackend(
+        settings.target, SERVICE_DESCRIPTOR, rest_calls(SERVICE_DESCRIPTOR), tls=tls, tracing=tracing
+    )
 
 
 @dataclass
@@ -111,6 +117,7 @@ class Gateway:
     backend: Backend | None = None
     store: OrderStore | None = None
     access_log: AccessLog | None = None
+    tracing: Tracing | None = None
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
 
     @property
@@ -144,6 +151,8 @@ class Gateway:
             await self.store.close()
         if self.access_log is not None:
             self.access_log.flush()
+        if self.tracing is not None:
+            await self.tracing.shutdown()
 
 
 async def assemble(
@@ -153,6 +162,12 @@ async def assemble(
     `settings.store.database` (a test's faulty store, say), and is closed with the gateway."""
     gateway = Gateway(settings, Metrics(shared_directory=settings.metrics.shared_directory))
     try:
+        if settings.tracing.enabled:
+            from gateway.observability.tracing import Tracing
+
+            gateway.tracing = Tracing.start(settings.tracing)
+        if settings.logging.access_log:
+            gateway.access_log = AccessLog()
         if settings.serves_grpc:
             await _start_grpc(gateway, store, clock)
         if settings.serves_rest:
@@ -173,7 +188,12 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         opened = await open_store(
             settings.store.database, sqlite_synchronous=settings.store.sqlite_synchronous
         )
-    instrumented = gateway.store = InstrumentedStore(opened, metrics.observe_store)
+    tracing = gateway.tracing
+    spans = None
+    if tracing is not None:
+        db_system = "sqlite" if settings.store.database.startswith("sqlite:") else "postgresql"
+        spans = tracing.store_spans(db_system)
+    instrumented = gateway.store = InstrumentedStore(opened, metrics.observe_store, span=spans)
     if settings.store.demo:
         await install_demo(instrumented)
     calls = OrderCalls(instrumented) if clock is None else OrderCalls(instrumented, clock=clock)
@@ -183,6 +203,7 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         admission=admission(settings.admission),
         observe=metrics,
         max_timeout_s=settings.grpc.max_timeout_s,
+        watch=_served_calls(gateway),
     )
     gateway.grpc = await GrpcServer.start(
         servicer,
@@ -197,22 +218,35 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
     health = gateway.grpc.health
     gateway.readiness["database"] = health.check
     if settings.serves_rest:
-        gateway.backend = InProcessBackend(servicer, health)
+        gateway.backend = InProcessBackend(servicer, health, tracing=tracing)
+
+
+def _served_calls(gateway: Gateway) -> ServedCalls | None:
+    """What watches the calls that arrive through the gRPC server: their spans and access log
+    lines, if either is on."""
+    if gateway.tracing is None and gateway.access_log is None:
+        return None
+    return ServedCalls(SERVICE_NAME, tracing=gateway.tracing, access_log=gateway.access_log)
+
+
+def _no_trace() -> None:
+    return None
 
 
 async def _start_rest(gateway: Gateway) -> None:
     settings, metrics = gateway.settings, gateway.metrics
     if gateway.backend is None:
         assert settings.backend is not None  # GatewaySettings requires one for http
-        gateway.backend = remote_backend(settings.backend)
+        gateway.backend = remote_backend(settings.backend, gateway.tracing)
     gateway.readiness["grpc_backend"] = gateway.backend.ready
     observer: RequestObserver = metrics.observe_request
-    if settings.logging.access_log:
-        access_log = gateway.access_log = AccessLog()
+    access_log = gateway.access_log
+    if access_log is not None:
+        trace_id = gateway.tracing.current_trace_id if gateway.tracing is not None else _no_trace
 
         def observe(**fields: Any) -> None:
             metrics.observe_request(**fields)
-            access_log(**fields)
+            access_log(**fields, trace_id=trace_id())
 
         observer = observe
     rest_gateway = RestGateway(
@@ -221,6 +255,7 @@ async def _start_rest(gateway: Gateway) -> None:
         extra_routes=_public_ops_routes(gateway),
         observer=observer,
         trusted_proxies=settings.admission.trusted_proxies,
+        tracing=gateway.tracing,
     )
     gateway.rest = await RestServer.start(
         rest_gateway,

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import ipaddress
 import math
 import os
 import re
+import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from gateway.settings import (
     ServerTlsFiles,
     StoreSettings,
     Synchronous,
+    TracingSettings,
 )
 
 ENV_PREFIX = "HYPERTRACK_GATEWAY_"
@@ -358,6 +362,105 @@ def environ() -> Mapping[str, str]:
     return os.environ
 
 
+def _otel_pairs(env: Mapping[str, str], name: str) -> list[tuple[str, str]]:
+    """`key=value,...` with percent-encoded values (OTEL_RESOURCE_ATTRIBUTES, the OTLP headers)."""
+    pairs = []
+    for entry in env.get(name, "").split(","):
+        if not entry.strip():
+            continue
+        key, equals, value = entry.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"{name}: entries must be key=value, not {entry.strip()!r}")
+        pairs.append((key.strip(), urllib.parse.unquote(value.strip())))
+    return pairs
+
+
+def _otel_endpoint(env: Mapping[str, str], protocol: str) -> str | None:
+    """The OTLP traces URL: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as it is, else the signal's path
+    added to OTEL_EXPORTER_OTLP_ENDPOINT (for http/protobuf: gRPC has one endpoint for all)."""
+    name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    endpoint = env.get(name, "").strip()
+    if not endpoint:
+        name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        endpoint = env.get(name, "").strip()
+        if endpoint and protocol == "http/protobuf":
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
+    if not endpoint:
+        return None
+    if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ValueError(f"{name}: must be an http:// or https:// URL, not {endpoint!r}")
+    return endpoint
+
+
+def tracing_settings(env: Mapping[str, str]) -> TracingSettings:
+    """The tracing the standard OpenTelemetry variables ask for: on when an OTLP endpoint is named,
+    unless OTEL_SDK_DISABLED is true or OTEL_TRACES_EXPORTER is `none`. The other OTEL_* variables
+    are read only then. Raises ValueError naming the variable that is wrong."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return TracingSettings()
+    exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if e.strip()}
+    if exporters <= {"none"}:
+        return TracingSettings()
+    if exporters != {"otlp"}:
+        raise ValueError(f"OTEL_TRACES_EXPORTER: only otlp (or none) is supported, not {sorted(exporters)}")
+    protocol_variable = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    if not env.get(protocol_variable, "").strip():
+        protocol_variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = env.get(protocol_variable, "").strip() or "http/protobuf"
+    if protocol not in ("http/protobuf", "grpc"):
+        raise ValueError(f"{protocol_variable}: must be http/protobuf or grpc, not {protocol!r}")
+    endpoint = _otel_endpoint(env, protocol)
+    if endpoint is None:
+        return TracingSettings()
+    if protocol == "grpc" and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
+        raise ValueError(
+            f"{protocol_variable}: grpc needs the opentelemetry-exporter-otlp-proto-grpc package installed"
+        )
+    headers = dict(_otel_pairs(env, "OTEL_EXPORTER_OTLP_HEADERS"))
+    headers.update(_otel_pairs(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
+    resource = dict(_otel_pairs(env, "OTEL_RESOURCE_ATTRIBUTES"))
+    service_name = env.get("OTEL_SERVICE_NAME", "").strip() or resource.pop("service.name", "")
+    from gateway.observability.tracing import SAMPLERS  # OpenTelemetry, only when tracing is on
+
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if sampler not in SAMPLERS:
+        choices = ", ".join(sorted(SAMPLERS))
+        raise ValueError(f"OTEL_TRACES_SAMPLER: must be one of {choices}, not {sampler!r}")
+    ratio = 1.0
+    if "traceidratio" in sampler and env.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
+        text = env["OTEL_TRACES_SAMPLER_ARG"].strip()
+        try:
+            ratio = _number(text, zero_allowed=True, what="a ratio from 0 to 1")
+        except ValueError as error:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG: {error}") from None
+        if ratio > 1:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG: must be a ratio from 0 to 1, not {text!r}")
+    delay_ms = 5000.0
+    if env.get("OTEL_BSP_SCHEDULE_DELAY", "").strip():
+        try:
+            delay_ms = non_negative_float(env["OTEL_BSP_SCHEDULE_DELAY"])
+        except ValueError as error:
+            raise ValueError(f"OTEL_BSP_SCHEDULE_DELAY: {error} (milliseconds)") from None
+    return TracingSettings(
+        endpoint=endpoint,
+        protocol="grpc" if protocol == "grpc" else "http/protobuf",
+        headers=tuple(headers.items()),
+        service_name=service_name or TracingSettings().service_name,
+        resource_attributes=tuple(resource.items()),
+        sampler=sampler,
+        sampler_arg=ratio,
+        export_delay_s=delay_ms / 1000,
+    )
+
+
+def _tracing_or_exit(env: Mapping[str, str]) -> TracingSettings:
+    try:
+        return tracing_settings(env)
+    except ValueError as error:
+        print(f"hypertrack-gateway: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def service_settings(mode: Mode, args: argparse.Namespace) -> GatewaySettings:
     """The typed settings of `serve`, `grpc` or `http` from its parsed flags (after check_pairs).
     Each command has the option groups listed above: which flags exist follows from `mode`."""
@@ -376,6 +479,7 @@ def service_settings(mode: Mode, args: argparse.Namespace) -> GatewaySettings:
             host=args.host, admin_port=args.admin_port, tls=tls, reuse_port=args.workers > 1, **ports
         ),
         logging=LogSettings(level=args.log_level),
+        tracing=_tracing_or_exit(environ()),
         workers=args.workers,
         grace_s=args.grace,
         backend=_backend_settings(args) if mode == "http" else None,

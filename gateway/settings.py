@@ -137,7 +137,30 @@ class MetricsSettings:
 class LogSettings:
     level: str = "info"
     access_log: bool = True
-    """One JSON line per REST request, at `info`."""
+    """One JSON line per REST request and per call through the gRPC server, at `info`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """OpenTelemetry tracing, from the standard `OTEL_*` variables (gateway/config.py reads them).
+    Off unless an OTLP endpoint is named; then spans go to it in batches."""
+
+    endpoint: str | None = None
+    """Where the spans go: the OTLP traces URL (for http/protobuf, with its `/v1/traces`); None: off."""
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """Sent with every export (a collector's API key, say): never shown."""
+    service_name: str = "hypertrack-gateway"
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    """The ratio of the `traceidratio` samplers."""
+    export_delay_s: float = 5.0
+    """Longest a finished span waits before it is sent (OTEL_BSP_SCHEDULE_DELAY)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +178,7 @@ class GatewaySettings:
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     logging: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     workers: int = 1
     grace_s: float = 10.0

@@ -67,7 +67,15 @@ class AccessLog:
         self._flush_handle: asyncio.TimerHandle | None = None
 
     def __call__(
-        self, *, route: str, method: str, status: int, seconds: float, request_id: str, remote: str | None
+        self,
+        *,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        request_id: str,
+        remote: str | None,
+        trace_id: str | None = None,
     ) -> None:
         if not self._log.isEnabledFor(logging.INFO):
             return
@@ -83,9 +91,9 @@ class AccessLog:
             "duration_ms": round(seconds * 1000, 3),
             "remote": remote,
         }
-        self._lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(self._flush_interval_s, self.flush)
+        if trace_id is not None:
+            line["trace_id"] = trace_id
+        self._gather(line)
 
     def flush(self) -> None:
         """Write the gathered lines now."""
@@ -99,3 +107,16 @@ class AccessLog:
         stream = self._stream or sys.stderr.buffer
         stream.write(data)
         stream.flush()
+
+    def add(self, message: str, fields: dict[str, Any]) -> None:
+        """A line of another kind (a gRPC call's): the common fields, then `fields`, in the same batches."""
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        line = {"ts": _timestamp(time.time()), "level": "info", "logger": ACCESS_LOGGER, "message": message}
+        line.update(fields)
+        self._gather(line)
+
+    def _gather(self, line: dict[str, Any]) -> None:
+        self._lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self._flush_interval_s, self.flush)

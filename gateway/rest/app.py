@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import grpc
 from aiohttp import web
@@ -45,6 +45,9 @@ from gateway.rest.router import Route, Router
 from gateway.rest.rules import RestCall, rest_calls
 from gateway.rpc.status import call_failed
 
+if TYPE_CHECKING:  # OpenTelemetry is loaded only when tracing is on
+    from gateway.observability.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -72,7 +75,8 @@ class RequestObserver(Protocol):
 class RestGateway:
     """Serves the REST calls of OrdersService, plus operational routes (`extra_routes`).
     `trusted_proxies` are the reverse proxies whose `X-Forwarded-For` names the client; none by
-    default, so the client is the TCP peer."""
+    default, so the client is the TCP peer. With `tracing`, each request has a server span, the
+    parent of the call it makes; without it, `handle` is the plain handler, with nothing to skip."""
 
     def __init__(
         self,
@@ -82,6 +86,7 @@ class RestGateway:
         extra_routes: Sequence[tuple[str, str, Handler]] = (),
         observer: RequestObserver | None = None,
         trusted_proxies: tuple[Network, ...] = (),
+        tracing: Tracing | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings or RestSettings()
@@ -94,8 +99,10 @@ class RestGateway:
         self._router: Router[RestCall | Handler] = Router(routes)
         self._observer = observer
         self._request_ids = RequestIds()
+        self._tracing = tracing
+        self.handle: Handler = self._handle if tracing is None else tracing.rest_handler(self._handle)
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         rid = request_id(request.headers, self._request_ids)
         route_name = "unmatched"
@@ -105,6 +112,8 @@ class RestGateway:
             segments = split_path(request.raw_path)
             route = self._router.match(request.method, segments)
             route_name = route.path.template
+            if self._tracing is not None:
+                self._tracing.name_request(request.method, route_name)
             if isinstance(route.target, RestCall):
                 call = route.target
                 response: web.StreamResponse = await self._forward(call, segments, request, rid)
@@ -153,7 +162,8 @@ class RestGateway:
         if remaining <= 0:
             raise call_failed(grpc.StatusCode.DEADLINE_EXCEEDED)
         client = client_address(request.remote, headers, self.trusted_proxies)
-        reply = await self.backend.call(call, message, call_metadata(headers, rid), remaining, client)
+        metadata = call_metadata(headers, rid, trace_headers=self._tracing is None)
+        reply = await self.backend.call(call, message, metadata, remaining, client)
         out = getattr(reply, call.response_body) if call.response_body else reply
         return web.Response(status=call.success_status, body=encode_json(out), headers=JSON_HEADERS)
 

@@ -13,9 +13,9 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -24,10 +24,14 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.calls.admission import FORWARDED_FOR
+from gateway.domain.errors import OrderError
 from gateway.protos import SERVICE_NAME
 from gateway.rest.rules import RestCall
 from gateway.rpc.servicer import OrdersServicer
-from gateway.rpc.status import call_failed, details_from_metadata, error_of
+from gateway.rpc.status import call_failed, code_of, details_from_metadata, error_of
+
+if TYPE_CHECKING:  # OpenTelemetry is loaded only when tracing is on
+    from gateway.observability.tracing import Tracing
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -55,14 +59,26 @@ class Backend(Protocol):
 
 
 class InProcessBackend:
-    """Calls the servicer's core directly: same authentication and errors, no socket."""
+    """Calls the servicer's core directly: same authentication and errors, no socket. With
+    `tracing`, each call has a span of its own, the REST request's child: no client span, as
+    nothing crosses a process."""
 
-    def __init__(self, servicer: OrdersServicer, serving: Any) -> None:
+    def __init__(self, servicer: OrdersServicer, serving: Any, *, tracing: Tracing | None = None) -> None:
         """`serving` is an object with a `serving: bool` attribute (the database health)."""
         self._servicer = servicer
         self._serving = serving
+        self._tracing = tracing
 
-    async def call(
+    def call(
+        self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float, client: str
+    ) -> Coroutine[Any, Any, Message]:
+        answered = self._call(call, request, metadata, timeout_s, client)
+        if self._tracing is None:
+            return answered
+        span = self._tracing.in_process_call(SERVICE_NAME, call.rpc.name)
+        return span.run(answered, _code_of)
+
+    async def _call(
         self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float, client: str
     ) -> Message:
         deadline = time.monotonic() + timeout_s
@@ -109,8 +125,16 @@ class RemoteBackend:
     """A grpc.aio channel to `target` (`host:port`, or `dns:///name:port` to balance over all addresses)."""
 
     def __init__(
-        self, target: str, service: ServiceDescriptor, calls: Sequence[RestCall], tls: ClientTls | None = None
+        self,
+        target: str,
+        service: ServiceDescriptor,
+        calls: Sequence[RestCall],
+        tls: ClientTls | None = None,
+        *,
+        tracing: Tracing | None = None,
     ):
+        self._target = target
+        self._tracing = tracing
         options = [
             ("grpc.service_config", service_config()),
             ("grpc.enable_retries", 1),
@@ -134,7 +158,16 @@ class RemoteBackend:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._retried = retried_methods(service)
 
-    async def call(
+    def call(
+        self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float, client: str
+    ) -> Coroutine[Any, Any, Message]:
+        """With tracing, the call's client span, whose `traceparent` goes with it (every attempt)."""
+        if self._tracing is None:
+            return self._call(call, request, metadata, timeout_s, client)
+        span = self._tracing.client_call(SERVICE_NAME, call.rpc.name, self._target)
+        return span.run(self._call(call, request, (*metadata, *span.metadata()), timeout_s, client), _code_of)
+
+    async def _call(
         self, call: RestCall, request: Message, metadata: Metadata, timeout_s: float, client: str
     ) -> Message:
         """The call, sent again (to the next server) after a transport failure if it is idempotent.
@@ -176,6 +209,15 @@ class RemoteBackend:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _code_of(error: BaseException) -> grpc.StatusCode:
+    """The status code of a call that raised `error`, for its span."""
+    if isinstance(error, OrderError):
+        return code_of(error)
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
 
 def _path(rpc: MethodDescriptor) -> str:

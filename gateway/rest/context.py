@@ -2,8 +2,8 @@
 and who the client is.
 
 As grpc-gateway's runtime/context.go: `Authorization` becomes `authorization` metadata,
-`X-Request-ID` is kept (or made) and passed on, `traceparent`/`tracestate` pass through,
-and `Grpc-Timeout` becomes the call's deadline, with a default and a cap. The client's address
+`X-Request-ID` is kept (or made) and passed on, `traceparent`/`tracestate` pass through (unless
+the gateway traces: then its own span is the call's parent, and the backend says so), and `Grpc-Timeout` becomes the call's deadline, with a default and a cap. The client's address
 is the TCP peer's, or, when the peer is a trusted proxy, the one its `X-Forwarded-For` names.
 """
 
@@ -98,13 +98,18 @@ def check_authorization(headers: CIMultiDictProxy[str]) -> None:
         raise RestError(401, error.message, {"reason": error.reason, **error.metadata}) from None
 
 
-def call_metadata(headers: Mapping[str, str], rid: str) -> tuple[tuple[str, str], ...]:
+def call_metadata(
+    headers: Mapping[str, str], rid: str, *, trace_headers: bool = True
+) -> tuple[tuple[str, str], ...]:
     """The metadata of the forwarded call. Who the client is travels apart from it (see
-    `Backend.call`), never in the caller's own headers."""
+    `Backend.call`), never in the caller's own headers. `trace_headers`: pass the caller's trace
+    context on as it came (when the gateway does not trace)."""
     metadata = [("x-request-id", rid)]
     authorization = headers.get("Authorization")
     if authorization is not None:
         metadata.append(("authorization", authorization))
+    if not trace_headers:
+        return tuple(metadata)
     for name in _TRACE_HEADERS:
         value = headers.get(name)
         if value is not None and value.isascii() and value.isprintable():

@@ -62,6 +62,13 @@ class CallObserver(Protocol):
     def call_handled(self, method: str, code: grpc.StatusCode, seconds: float) -> None: ...
 
 
+class CallWatch(Protocol):
+    """Wraps each call that arrives through the gRPC server (its span, its access log line): told
+    the method's name and the call's context, it awaits the call and returns what it returned."""
+
+    def __call__(self, method: str, context: Any, call: Awaitable[Res]) -> Awaitable[Res]: ...
+
+
 class MalformedRequest:
     """Request bytes that did not parse as the method's message (see gateway/rpc/server.py).
 
@@ -86,12 +93,14 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         admission: Admission | None = None,
         observe: CallObserver | None = None,
         max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S,
+        watch: CallWatch | None = None,
     ) -> None:
         self._calls = calls
         self._authenticator = authenticator
         self._admission = admission or Admission()
         self._observe = observe
         self._max_timeout_s = max_timeout_s
+        self._watch = watch
         self._default_timeout_s = min(DEFAULT_DEADLINE_S, max_timeout_s)
         self._runs: dict[str, Run[Any, Message]] = {
             "TrackOrders": calls.track_orders,
@@ -155,6 +164,13 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
         if admission.rate_limit is not None:
             admission.rate_limit.admit(account_id)
         return account_id
+
+    def _served(
+        self, method: str, run: Run[Req, Res], request: Req | MalformedRequest, context: CallContext
+    ) -> Awaitable[Res]:
+        """`_serve` inside the watch of calls that arrive through the gRPC server, if any."""
+        served = self._serve(method, run, request, context)
+        return served if self._watch is None else self._watch(method, context, served)
 
     async def _serve(
         self, method: str, run: Run[Req, Res], request: Req | MalformedRequest, context: CallContext
@@ -232,24 +248,24 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
     async def TrackOrders(
         self, request: orders_service_pb2.TrackOrdersRequest, context: CallContext
     ) -> orders_service_pb2.TrackOrdersResponse:
-        return await self._serve("TrackOrders", self._calls.track_orders, request, context)
+        return await self._served("TrackOrders", self._calls.track_orders, request, context)
 
     async def GetOrder(
         self, request: orders_service_pb2.GetOrderRequest, context: CallContext
     ) -> orders_service_pb2.GetOrderResponse:
-        return await self._serve("GetOrder", self._get_order, request, context)
+        return await self._served("GetOrder", self._get_order, request, context)
 
     async def CancelOrder(
         self, request: orders_service_pb2.CancelOrderRequest, context: CallContext
     ) -> orders_service_pb2.CancelOrderResponse:
-        return await self._serve("CancelOrder", self._cancel_order, request, context)
+        return await self._served("CancelOrder", self._cancel_order, request, context)
 
     async def CompleteOrder(
         self, request: orders_service_pb2.CompleteOrderRequest, context: CallContext
     ) -> orders_service_pb2.CompleteOrderResponse:
-        return await self._serve("CompleteOrder", self._complete_order, request, context)
+        return await self._served("CompleteOrder", self._complete_order, request, context)
 
     async def DisableOrder(
         self, request: orders_service_pb2.DisableOrderRequest, context: CallContext
     ) -> orders_service_pb2.DisableOrderResponse:
-        return await self._serve("DisableOrder", self._disable_order, request, context)
+        return await self._served("DisableOrder", self._disable_order, request, context)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from gateway.calls.admission import Admission
 from gateway.calls.auth import Authenticator
@@ -24,6 +25,7 @@ from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
 from gateway.calls.orders import OrderCalls
 from gateway.demo import install_demo
 from gateway.descriptors import connection_caps, grpc_limits
+from gateway.domain.errors import OrderError, Unavailable
 from gateway.observability.grpc_access import ServedCalls
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -42,6 +44,7 @@ from gateway.settings import (
     GatewaySettings,
     ServerTlsFiles,
     Synchronous,
+    redacted,
 )
 from gateway.store.base import OrderStore
 from gateway.store.instrumented import InstrumentedStore
@@ -51,18 +54,45 @@ if TYPE_CHECKING:  # OpenTelemetry is loaded only when tracing is on
 
 Clock = Callable[[], int]
 """Epoch milliseconds."""
+T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """A part that could not start, in one line that names its setting and the cause: what an
+    operator reads instead of a traceback (a port in use, a database out of reach, a bad TLS file)."""
 
 
 async def open_store(url: str, *, sqlite_synchronous: Synchronous = "full") -> OrderStore:
     """The store a database URL names: `sqlite:///PATH` or `postgresql://...`. `sqlite_synchronous`
-    applies to SQLite only (PostgreSQL's durability is its server's own configuration)."""
-    if url.startswith("sqlite:///"):
-        from gateway.store.sqlite import SqliteStore
+    applies to SQLite only (PostgreSQL's durability is its server's own configuration).
+    Raises StartupError when it cannot be opened."""
+    try:
+        if url.startswith("sqlite:///"):
+            from gateway.store.sqlite import SqliteStore
 
-        return await SqliteStore.open(url.removeprefix("sqlite:///"), synchronous=sqlite_synchronous)
-    from gateway.store.postgres import PostgresStore
+            return await SqliteStore.open(url.removeprefix("sqlite:///"), synchronous=sqlite_synchronous)
+        from gateway.store.postgres import PostgresStore
 
-    return await PostgresStore.open(url)
+        return await PostgresStore.open(url)
+    except (Unavailable, OSError, sqlite3.Error) as error:
+        raise StartupError(f"--database {redacted(url)}: {_cause(error)}") from error
+
+
+def _cause(error: BaseException) -> str:
+    """An error's own words, on one line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, OrderError) else f"{type(error).__name__}: {text}"
+
+
+async def _listening(setting: str, host: str, port: int, start: Awaitable[T]) -> T:
+    """`start`, with a listener that cannot bind said as one line naming its setting."""
+    try:
+        return await start
+    except (OSError, RuntimeError) as error:
+        reason = "address in use or not available"
+        if isinstance(error, OSError) and error.strerror:
+            reason = error.strerror
+        raise StartupError(f"{setting} {port}: cannot listen on {host}:{port}: {reason}") from error
 
 
 def admission(settings: AdmissionSettings) -> Admission:
@@ -80,26 +110,37 @@ def admission(settings: AdmissionSettings) -> Admission:
 def server_tls(files: ServerTlsFiles | None) -> ServerTls | None:
     if files is None:
         return None
-    client_ca = files.client_ca.read_bytes() if files.client_ca is not None else None
-    return ServerTls(files.cert.read_bytes(), files.key.read_bytes(), client_ca)
+    try:
+        client_ca = files.client_ca.read_bytes() if files.client_ca is not None else None
+        return ServerTls(files.cert.read_bytes(), files.key.read_bytes(), client_ca)
+    except OSError as error:
+        raise StartupError(f"--tls-cert/--tls-key/--tls-client-ca: {_cause(error)}") from error
 
 
 def rest_ssl_context(files: ServerTlsFiles | None) -> ssl.SSLContext | None:
+    """The TLS context of the REST listeners; built first, it also checks the certificate and key
+    before anything listens (grpc would only say that it cannot bind)."""
     if files is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(files.cert, files.key)
+    try:
+        context.load_cert_chain(files.cert, files.key)
+    except (OSError, ssl.SSLError) as error:
+        raise StartupError(f"--tls-cert {files.cert} / --tls-key {files.key}: {_cause(error)}") from error
     return context
 
 
 def remote_backend(settings: BackendSettings, tracing: Tracing | None = None) -> RemoteBackend:
     tls = None
     if settings.tls is not None:
-        tls = ClientTls(
-            settings.tls.ca.read_bytes(),
-            settings.tls.cert.read_bytes() if settings.tls.cert else None,
-            settings.tls.key.read_bytes() if settings.tls.key else None,
-        )
+        try:
+            tls = ClientTls(
+                settings.tls.ca.read_bytes(),
+                settings.tls.cert.read_bytes() if settings.tls.cert else None,
+                settings.tls.key.read_bytes() if settings.tls.key else None,
+            )
+        except OSError as error:
+            raise StartupError(f"--backend-ca/--backend-cert/--backend-key: {_cause(error)}") from error
     return RemoteBackend(
         settings.target, SERVICE_DESCRIPTOR, rest_calls(SERVICE_DESCRIPTOR), tls=tls, tracing=tracing
     )
@@ -168,6 +209,7 @@ async def assemble(
             gateway.tracing = Tracing.start(settings.tracing)
         if settings.logging.access_log:
             gateway.access_log = AccessLog()
+        rest_ssl_context(settings.listen.tls)  # a bad certificate or key: said before anything starts
         if settings.serves_grpc:
             await _start_grpc(gateway, store, clock)
         if settings.serves_rest:
@@ -205,15 +247,20 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         max_timeout_s=settings.grpc.max_timeout_s,
         watch=_served_calls(gateway),
     )
-    gateway.grpc = await GrpcServer.start(
-        servicer,
-        instrumented,
-        host=settings.listen.host,
-        port=settings.listen.grpc_port,
-        reuse_port=settings.listen.reuse_port,
-        tls=server_tls(settings.listen.tls),
-        health_interval_s=settings.grpc.health_interval_s,
-        limits=grpc_limits(settings),
+    gateway.grpc = await _listening(
+        "--grpc-port",
+        settings.listen.host,
+        settings.listen.grpc_port,
+        GrpcServer.start(
+            servicer,
+            instrumented,
+            host=settings.listen.host,
+            port=settings.listen.grpc_port,
+            reuse_port=settings.listen.reuse_port,
+            tls=server_tls(settings.listen.tls),
+            health_interval_s=settings.grpc.health_interval_s,
+            limits=grpc_limits(settings),
+        ),
     )
     health = gateway.grpc.health
     gateway.readiness["database"] = health.check
@@ -257,16 +304,21 @@ async def _start_rest(gateway: Gateway) -> None:
         trusted_proxies=settings.admission.trusted_proxies,
         tracing=gateway.tracing,
     )
-    gateway.rest = await RestServer.start(
-        rest_gateway,
-        host=settings.listen.host,
-        port=settings.listen.http_port,
-        grace_s=settings.grace_s,
-        reuse_port=settings.listen.reuse_port,
-        ssl_context=rest_ssl_context(settings.listen.tls),
-        max_connections=connection_caps(settings).rest,
-        header_timeout_s=settings.connections.header_timeout_s,
-        keepalive_timeout_s=settings.connections.keepalive_timeout_s,
+    gateway.rest = await _listening(
+        "--http-port",
+        settings.listen.host,
+        settings.listen.http_port,
+        RestServer.start(
+            rest_gateway,
+            host=settings.listen.host,
+            port=settings.listen.http_port,
+            grace_s=settings.grace_s,
+            reuse_port=settings.listen.reuse_port,
+            ssl_context=rest_ssl_context(settings.listen.tls),
+            max_connections=connection_caps(settings).rest,
+            header_timeout_s=settings.connections.header_timeout_s,
+            keepalive_timeout_s=settings.connections.keepalive_timeout_s,
+        ),
     )
 
 
@@ -288,15 +340,20 @@ async def _start_admin(gateway: Gateway) -> None:
     settings = gateway.settings
     assert settings.listen.admin_port is not None
     app = AdminApp(admin_routes(gateway.metrics, gateway.readiness))
-    gateway.admin = await RestServer.start(
-        # The REST server only asks its gateway for `handle`, which the admin app has.
-        cast(RestGateway, app),
-        host=settings.listen.host,
-        port=settings.listen.admin_port,
-        grace_s=settings.grace_s,
-        reuse_port=settings.listen.reuse_port,
-        ssl_context=rest_ssl_context(settings.listen.tls),
-        max_connections=ADMIN_MAX_CONNECTIONS,
-        header_timeout_s=settings.connections.header_timeout_s,
-        keepalive_timeout_s=settings.connections.keepalive_timeout_s,
+    gateway.admin = await _listening(
+        "--admin-port",
+        settings.listen.host,
+        settings.listen.admin_port,
+        RestServer.start(
+            # The REST server only asks its gateway for `handle`, which the admin app has.
+            cast(RestGateway, app),
+            host=settings.listen.host,
+            port=settings.listen.admin_port,
+            grace_s=settings.grace_s,
+            reuse_port=settings.listen.reuse_port,
+            ssl_context=rest_ssl_context(settings.listen.tls),
+            max_connections=ADMIN_MAX_CONNECTIONS,
+            header_timeout_s=settings.connections.header_timeout_s,
+            keepalive_timeout_s=settings.connections.keepalive_timeout_s,
+        ),
     )

@@ -22,7 +22,7 @@ from typing import Any
 import uvloop
 
 from gateway import config
-from gateway.assembly import Gateway, open_store
+from gateway.assembly import Gateway, StartupError, open_store
 from gateway.calls.credentials import hash_secret, new_secret
 from gateway.config import OneLineParser
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET, REFERENCE_ORDER, install_demo
@@ -30,7 +30,7 @@ from gateway.observability.logs import configure_logging
 from gateway.protos import SERVICE_NAME
 from gateway.runtime import run_until_signalled
 from gateway.seed import seed_orders
-from gateway.settings import GatewaySettings, MetricsSettings, StoreSettings
+from gateway.settings import GatewaySettings, MetricsSettings, StoreSettings, redacted
 
 log = logging.getLogger("hypertrack_gateway")
 
@@ -107,7 +107,7 @@ def banner(
     if admin_port is not None:
         lines.append(f"  admin {scheme}://{host}:{admin_port} (/metrics, /healthz, /readyz)")
     if settings.serves_grpc:
-        lines.append(f"  database  {config.redacted(settings.store.database)}")
+        lines.append(f"  database  {redacted(settings.store.database)}")
     if settings.store.demo:
         token = base64.b64encode(f"{DEMO_ACCOUNT}:{DEMO_SECRET}".encode()).decode()
         lines.append(f"Demo account, for local use only: AccountID {DEMO_ACCOUNT}, SecretKey {DEMO_SECRET}")
@@ -143,9 +143,14 @@ def _worker(settings: GatewaySettings, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor relays SIGINT as SIGTERM
 
     def announce(gateway: Gateway) -> None:
-        ready.put("ready")
+        ready.put(None)
 
-    sys.exit(uvloop.run(run_until_signalled(settings, announce=announce)))
+    try:
+        status = uvloop.run(run_until_signalled(settings, announce=announce))
+    except StartupError as error:
+        ready.put(str(error))  # said once, by the supervisor, rather than by every worker
+        status = 1
+    sys.exit(status)
 
 
 def _supervise(settings: GatewaySettings) -> int:
@@ -194,14 +199,19 @@ def _run_workers(settings: GatewaySettings, metrics_directory: Path) -> int:
 
     signal.signal(signal.SIGTERM, relay)
     signal.signal(signal.SIGINT, relay)
+    failure = None
     try:
         for _ in workers:
-            ready.get(timeout=WORKER_START_TIMEOUT_S)
+            failure = ready.get(timeout=WORKER_START_TIMEOUT_S)
+            if failure is not None:
+                break
     except queue.Empty:
+        failure = f"a worker did not start within {WORKER_START_TIMEOUT_S:g} s"
+    if failure is not None:
         relay(signal.SIGTERM, None)
         for worker in workers:
             worker.join()
-        print("hypertrack-gateway: error: a worker failed to start", file=sys.stderr)
+        print(f"hypertrack-gateway: error: {failure}", file=sys.stderr)
         return 1
     http_port = listen.http_port if settings.serves_rest else None
     grpc_port = listen.grpc_port if settings.serves_grpc else None
@@ -224,6 +234,15 @@ def run_service(settings: GatewaySettings) -> int:
     return uvloop.run(run_until_signalled(settings, announce=announce))
 
 
+def _run_service_or_say_why(settings: GatewaySettings) -> int:
+    """run_service, with a failure to start said in one line (exit status 1), not a traceback."""
+    try:
+        return run_service(settings)
+    except StartupError as error:
+        print(f"hypertrack-gateway: error: {error}", file=sys.stderr)
+        return 1
+
+
 async def _create_account(args: argparse.Namespace) -> int:
     store = await open_store(args.database)
     try:
@@ -243,8 +262,8 @@ async def _seed(args: argparse.Namespace) -> int:
         if await store.account_secret_hash(args.account) is None:
             print(
                 f"hypertrack-gateway: error: no account {args.account!r} in"
-                f" {config.redacted(args.database)}; create one with `hypertrack-gateway accounts create"
-                f" --database {config.redacted(args.database)} {args.account}`"
+                f" {redacted(args.database)}; create one with `hypertrack-gateway accounts create"
+                f" --database {redacted(args.database)} {args.account}`"
                 + (" (or start `serve` once for the demo account)" if args.account == DEMO_ACCOUNT else ""),
                 file=sys.stderr,
             )
@@ -261,7 +280,7 @@ async def _seed(args: argparse.Namespace) -> int:
 async def _migrate(args: argparse.Namespace) -> int:
     store = await open_store(args.database)
     await store.close()
-    print(f"schema of {config.redacted(args.database)} is up to date")
+    print(f"schema of {redacted(args.database)} is up to date")
     return 0
 
 
@@ -272,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("serve", "grpc", "http"):
         if args.command == "http" and args.backend is None:
             parser.error("http needs --backend HOST:PORT (or HYPERTRACK_GATEWAY_BACKEND)")
-        return run_service(config.service_settings(args.command, args))
+        return _run_service_or_say_why(config.service_settings(args.command, args))
     commands = {"accounts": _create_account, "seed": _seed, "migrate": _migrate}
     try:
         return asyncio.run(commands[args.command](args))

@@ -94,11 +94,6 @@ def host(text: str) -> str:
     return text
 
 
-def redacted(url: str) -> str:
-    """A database URL fit to print: any password replaced by `***`."""
-    return re.sub(r"^(postgres(?:ql)?://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
 def database_url(text: str) -> str:
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text

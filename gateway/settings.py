@@ -8,6 +8,7 @@ Everything past that edge reads these objects, never the environment or the comm
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -197,3 +198,8 @@ class GatewaySettings:
     @property
     def serves_grpc(self) -> bool:
         return self.mode in ("serve", "grpc")
+
+
+def redacted(url: str) -> str:
+    """A database URL fit to print: any password replaced by `***`."""
+    return re.sub(r"^(postgres(?:ql)?://[^:/@]+):[^@]*@", r"\1:***@", url)

@@ -10,6 +10,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -387,3 +388,52 @@ def test_seed_without_the_account_says_how_to_get_one(tmp_path: Path) -> None:
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert f"accounts create --database {database} demo" in line and "serve" in line
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hypertrack-gateway: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["serve", "--grpc-port", "0", "--http-port", "{port}"], "--http-port {port}"),
+        (["serve", "--http-port", "0", "--grpc-port", "{port}"], "--grpc-port {port}"),
+        (["grpc", "--grpc-port", "0", "--admin-port", "{port}"], "--admin-port {port}"),
+        (["serve", "--workers", "2", "--http-port", "{free}", "--grpc-port", "{port}"], "--grpc-port {port}"),
+    ],
+)
+def test_a_port_in_use_stops_with_one_line(
+    tmp_path: Path, taken_port: int, args: list[str], named: str
+) -> None:
+    free = str(free_port())
+    filled = [a.format(port=taken_port, free=free) for a in args]
+    line = one_line_failure(cli(*filled, "--no-demo", cwd=tmp_path))
+    assert named.format(port=taken_port) in line and "127.0.0.1" in line
+
+
+def test_an_unreachable_database_stops_with_one_line(tmp_path: Path) -> None:
+    refused = f"postgresql://gateway:hunter2@127.0.0.1:{free_port()}/orders"
+    line = one_line_failure(cli("grpc", "--grpc-port", "0", "--database", refused, cwd=tmp_path))
+    assert "--database postgresql://gateway:***@127.0.0.1" in line and "hunter2" not in line
+
+
+def test_a_tls_file_that_is_no_certificate_stops_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    result = cli(
+        "serve", "--http-port", "0", "--grpc-port", "0", "--tls-cert", "junk.pem", "--tls-key", "junk.pem",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "--tls-cert junk.pem" in one_line_failure(result)

@@ -120,7 +120,17 @@ def rest_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gat
         if request.param == "in-process":
             started.append(
                 GatewayProcess.start(
-                    ["serve", "--http-port", "0", "--grpc-port", "0", "--database", database, "--demo", *quiet],
+                    [
+                        "serve",
+                        "--http-port",
+                        "0",
+                        "--grpc-port",
+                        "0",
+                        "--database",
+                        database,
+                        "--demo",
+                        *quiet,
+                    ],
                     cwd=tmp_path,
                 )
             )

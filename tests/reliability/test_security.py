@@ -510,6 +510,7 @@ async def test_credentials_and_metadata_never_reach_the_logs_of_the_program(tmp_
             *EPHEMERAL_PORTS,
             "--database",
             database,
+            "--demo",
             "--log-level",
             "debug",
             "--auth-failure-limit",
@@ -629,6 +630,7 @@ def mutual_tls_server_args(tmp_path: Path, pki: Pki) -> list[str]:
     return [
         "--database",
         f"sqlite:///{tmp_path / 'orders.db'}",
+        "--demo",
         "--tls-cert",
         str(pki.server.cert),
         "--tls-key",
@@ -717,6 +719,7 @@ def test_the_limits_are_set_from_the_command_line_and_environment(tmp_path: Path
             *EPHEMERAL_PORTS,
             "--database",
             f"sqlite:///{tmp_path / 'orders.db'}",
+            "--demo",
             "--rate-limit",
             "0.2",
             "--auth-failure-limit",

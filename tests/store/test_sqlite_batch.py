@@ -286,7 +286,9 @@ async def test_a_commit_that_fails_on_the_commit_thread_fails_its_batch_and_the_
             return_exceptions=True,
         )
         assert all(isinstance(o, Unavailable) for o in outcomes)
-        assert isinstance(outcomes[0].__cause__, sqlite3.IntegrityError)
+        first = outcomes[0]
+        assert isinstance(first, Unavailable)
+        assert isinstance(first.__cause__, sqlite3.IntegrityError)
         assert not db.in_transaction
         assert await batcher.submit(_insert(3), _later()) == 3
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.assembly import open_store
+from gateway.store.base import OrderStore
 from gateway.store.sqlite import SqliteStore
 
 PERMISSIVE_UMASKS = [0o022, 0o000]
@@ -38,7 +39,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-async def _written(store: SqliteStore) -> None:
+async def _written(store: OrderStore) -> None:
     """A commit, so that the write-ahead log holds frames."""
     assert await store.create_account("acme", b"hash")
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from gateway import config
+from gateway.settings import redacted
 
 
 @pytest.mark.parametrize(
@@ -71,6 +72,6 @@ def test_bad_values_say_what_is_wrong(parse: Callable[[str], Any], text: str, sa
 
 
 def test_passwords_never_reach_the_screen() -> None:
-    assert config.redacted("postgresql://gw:s3cret@db:5432/orders") == "postgresql://gw:***@db:5432/orders"
-    assert config.redacted("postgresql://gw@db/orders") == "postgresql://gw@db/orders"
-    assert config.redacted("sqlite:///var/x.db") == "sqlite:///var/x.db"
+    assert redacted("postgresql://gw:s3cret@db:5432/orders") == "postgresql://gw:***@db:5432/orders"
+    assert redacted("postgresql://gw@db/orders") == "postgresql://gw@db/orders"
+    assert redacted("sqlite:///var/x.db") == "sqlite:///var/x.db"

@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 GHZ_VERSION := v0.121.0
 GRPCURL_VERSION := v1.9.4
 
-.PHONY: run test lint format protos check-protos buf bench bench-quick tools venv venv-run lock clean
+.PHONY: run test lint format protos check-protos proto-deps buf bench bench-quick tools venv venv-run lock clean
 
 # Exact versions, with hashes: the runtime set (make run, the container image) and the whole set
 # (make test, lint, bench), which agree on every package they share.
@@ -93,7 +93,12 @@ protos: venv
 check-protos: venv
 	$(BIN)/python protos/generate.py --check
 
-buf: venv
+# Lay out build/googleapis (google/api/*.proto from the installed googleapis-common-protos), which
+# buf.yaml names as a module: after this, a bare `.venv/bin/buf lint` works too.
+proto-deps: venv
+	$(BIN)/python -c 'import sys; sys.path.insert(0, "protos"); import generate; generate.copy_googleapis()'
+
+buf: proto-deps
 	$(BIN)/python protos/generate.py --check
 	$(BIN)/buf lint
 	$(BIN)/buf build -o /dev/null

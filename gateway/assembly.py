@@ -207,7 +207,8 @@ async def assemble(
             from gateway.observability.tracing import Tracing
 
             gateway.tracing = Tracing.start(settings.tracing)
-        if settings.logging.access_log:
+        # Access lines are written at `info`: below that level no line is made, nor any call watched.
+        if settings.logging.access_log and settings.logging.level in ("debug", "info"):
             gateway.access_log = AccessLog()
         rest_ssl_context(settings.listen.tls)  # a bad certificate or key: said before anything starts
         if settings.serves_grpc:

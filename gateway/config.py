@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from gateway.rest.app import RestSettings
 from gateway.rest.context import DeadlinePolicy
+from gateway.rpc.server import ConnectionLimits
 from gateway.settings import (
     DEFAULT_DATABASE,
     AdmissionSettings,
@@ -504,9 +505,11 @@ def service_settings(mode: Mode, args: argparse.Namespace) -> GatewaySettings:
             ),
             grpc=GrpcSettings(
                 max_timeout_s=args.max_timeout,
-                max_connection_idle_s=args.grpc_max_connection_idle,
-                max_connection_age_s=args.grpc_max_connection_age,
-                max_concurrent_streams=args.grpc_max_concurrent_streams,
+                connections=ConnectionLimits(
+                    max_connection_idle_s=args.grpc_max_connection_idle,
+                    max_connection_age_s=args.grpc_max_connection_age,
+                    max_concurrent_streams=args.grpc_max_concurrent_streams,
+                ),
             ),
             admission=AdmissionSettings(
                 rate_limit=args.rate_limit,

@@ -5,6 +5,7 @@ the database and the logs alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 from dataclasses import dataclass
@@ -75,12 +76,8 @@ def connection_caps(settings: GatewaySettings, limit: int | None = None) -> Conn
 def grpc_limits(settings: GatewaySettings) -> ConnectionLimits:
     """The gRPC server's connection limits: `settings.grpc`'s, the cap from the descriptor limit,
     and the REST header timeout as the time a connection gets to start speaking HTTP/2."""
-    grpc = settings.grpc
-    return ConnectionLimits(
+    return dataclasses.replace(
+        settings.grpc.connections,
         max_connections=connection_caps(settings).grpc,
         handshake_timeout_s=settings.connections.header_timeout_s,
-        max_connection_idle_s=grpc.max_connection_idle_s,
-        max_connection_age_s=grpc.max_connection_age_s,
-        max_connection_age_grace_s=grpc.max_connection_age_grace_s,
-        max_concurrent_streams=grpc.max_concurrent_streams,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.rest.app import RestSettings
+from gateway.rpc.server import ConnectionLimits
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Mode = Literal["serve", "grpc", "http"]
@@ -101,14 +102,9 @@ class GrpcSettings:
     """How often the health service asks the store whether it answers."""
     max_timeout_s: float = 60.0
     """Cap on a call's deadline, whatever `grpc-timeout` the caller sent."""
-    max_connection_idle_s: float = 300.0
-    """A connection without calls for this long is closed (GOAWAY)."""
-    max_connection_age_s: float = 3600.0
-    """A connection is closed (GOAWAY) after this long, so clients rebalance and leaks end."""
-    max_connection_age_grace_s: float = 30.0
-    """Time the calls of a connection past its age get to finish."""
-    max_concurrent_streams: int = 100
-    """Calls in flight on one connection at most."""
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """Idle and maximum age, streams per connection, keep-alive enforcement (gateway/rpc/server.py);
+    the connection cap and handshake timeout are derived at start-up (gateway/descriptors.py)."""
 
 
 @dataclass(frozen=True, slots=True)

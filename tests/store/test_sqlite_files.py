@@ -60,14 +60,14 @@ async def test_the_directories_and_files_the_store_creates_are_private(tmp_path:
 
 
 async def test_a_directory_that_exists_keeps_its_mode(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o755)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    existing.chmod(0o755)
     with umask(0o022):
-        store = await SqliteStore.open(shared / "gateway.db")
+        store = await SqliteStore.open(existing / "gateway.db")
         await store.close()
-    assert oct(mode(shared)) == oct(0o755)
-    assert oct(mode(shared / "gateway.db")) == oct(0o600)
+    assert oct(mode(existing)) == oct(0o755)
+    assert oct(mode(existing / "gateway.db")) == oct(0o600)
 
 
 async def test_an_existing_database_others_can_read_is_named_in_a_warning(

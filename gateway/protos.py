@@ -9,7 +9,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from gateway.gen.hypertrack.orders.v1 import annotations_pb2, json_pb2, order_pb2, orders_service_pb2
+from gateway.gen.hypertrack.orders.v1 import (
+    annotations_pb2,
+    events_pb2,
+    json_pb2,
+    order_pb2,
+    orders_service_pb2,
+)
 
 SERVICE_DESCRIPTOR = orders_service_pb2.DESCRIPTOR.services_by_name["OrdersService"]
 SERVICE_NAME = SERVICE_DESCRIPTOR.full_name
@@ -24,6 +30,7 @@ __all__ = [
     "SERVICE_DESCRIPTOR",
     "SERVICE_NAME",
     "annotations_pb2",
+    "events_pb2",
     "json_pb2",
     "order_pb2",
     "orders_service_pb2",

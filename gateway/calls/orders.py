@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol
 
+from gateway.calls.events import event_write
 from gateway.domain import lifecycle
 from gateway.domain.errors import FieldViolation, invalid
 from gateway.domain.targets import OrderQuery, resolve_target
@@ -88,9 +89,12 @@ def decide_change(
     update: json_pb2.JsonObject,
     now_ms: int,
     records: Sequence[StoredRecord],
+    *,
+    account_id: str,
 ) -> Decision[order_pb2.Order]:
     """Inside the store's transaction: the order `query` names among its handle's `records`, after
-    `rule`, and its write, if the rule changed it (a retried cancel writes nothing, adds no event).
+    `rule`, and its write with the event that tells of it, if the rule changed it (a retried cancel
+    writes nothing, adds no event).
 
     Raises NotFound or InvalidArgument (no record, or an ambiguous one) and whatever `rule` refuses
     with (FailedPrecondition): the store then writes nothing.
@@ -99,7 +103,11 @@ def decide_change(
     order = order_pb2.Order.FromString(record.body)
     if not rule(order, update, now_ms):
         return Decision(order)
-    return Decision(order, RecordWrite(record.row_id, order.status, order.SerializeToString()))
+    return Decision(
+        order,
+        RecordWrite(record.row_id, order.status, order.SerializeToString()),
+        event_write(account_id, order, now_ms),
+    )
 
 
 def insertion_of(orders: list[order_pb2.Order]) -> Insertion[list[order_pb2.Order]]:
@@ -175,7 +183,7 @@ class OrderCalls:
         """Cancel, complete or disable, by `rule`: the one flow of the three calls."""
         query = query_of(request)
         update = metadata_update(request)
-        decide = partial(decide_change, rule, query, update, self._clock())
+        decide = partial(decide_change, rule, query, update, self._clock(), account_id=account_id)
         return await self.store.change_order(account_id, query.order_handle, decide, deadline=deadline)
 
     async def cancel_order(

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
+from gateway.store.events import EventWrite
+
 T = TypeVar("T")
 
 ANSWER_MARGIN_S = 0.02
@@ -65,6 +67,8 @@ class Decision(Generic[T]):
 
     answer: T
     write: RecordWrite | None = None
+    event: EventWrite | None = None
+    """The event the write tells of (events.py), written in the same transaction; only with a write."""
 
 
 @dataclass(slots=True)
@@ -96,8 +100,8 @@ class OrderStore(Protocol):
     async def change_order(
         self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
     ) -> T:
-        """In one transaction, with the handle's records locked: `decide(records)`, then its write.
-        Returns the decision's answer once the write is committed."""
+        """In one transaction, with the handle's records locked: `decide(records)`, then its write
+        and its event. Returns the decision's answer once they are committed."""
         ...
 
     async def track_orders(

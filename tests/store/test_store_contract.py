@@ -75,7 +75,7 @@ async def change(
     store: OrderStore, account_id: str, query: OrderQuery, rule: Rule, *, now_ms: int = NOW_MS + 1
 ) -> order_pb2.Order:
     """Change the record `query` names by `rule`, as the service does."""
-    decide = partial(decide_change, rule, query, json_pb2.JsonObject(), now_ms)
+    decide = partial(decide_change, rule, query, json_pb2.JsonObject(), now_ms, account_id=account_id)
     return await store.change_order(account_id, query.order_handle, decide, deadline=soon())
 
 
@@ -513,7 +513,14 @@ async def test_postgres_locked_row_past_the_deadline_is_unavailable(
         async with holder.transaction():
             # Another process holds the row: the change waits for it only until its deadline.
             await holder.execute("SELECT 1 FROM orders WHERE order_handle = 'h' FOR UPDATE")
-            decide = partial(decide_change, lifecycle.cancel, OrderQuery("h"), json_pb2.JsonObject(), NOW_MS)
+            decide = partial(
+                decide_change,
+                lifecycle.cancel,
+                OrderQuery("h"),
+                json_pb2.JsonObject(),
+                NOW_MS,
+                account_id=ACME,
+            )
             started = time.monotonic()
             with pytest.raises(Unavailable) as busy:
                 await pg_store.change_order(ACME, "h", decide, deadline=time.monotonic() + 0.3)

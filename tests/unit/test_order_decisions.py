@@ -41,7 +41,7 @@ def order(
     )
 
 
-cancel = partial(decide_change, lifecycle.cancel)
+cancel = partial(decide_change, lifecycle.cancel, account_id="acme")
 
 
 def test_cancel_writes_the_named_record_with_its_event() -> None:

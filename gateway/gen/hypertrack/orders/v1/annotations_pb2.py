@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hypertrack/orders/v1/annotations.proto\x12\x14hypertrack.orders.v1\x1a google/protobuf/descriptor.proto:=\n\x13http_success_status\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x05:=\n\x14json_null_when_unset\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&hypertrack/orders/v1/annotations.proto\x12\x14hypertrack.orders.v1\x1a google/protobuf/descriptor.proto:=\n\x13http_success_status\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x05:=\n\x14json_null_when_unset\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x08:>\n\x15json_timestamp_micros\x12\x1d.google.protobuf.FieldOptions\x18\xd3\x86\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -8,3 +8,5 @@ HTTP_SUCCESS_STATUS_FIELD_NUMBER: _ClassVar[int]
 http_success_status: _descriptor.FieldDescriptor
 JSON_NULL_WHEN_UNSET_FIELD_NUMBER: _ClassVar[int]
 json_null_when_unset: _descriptor.FieldDescriptor
+JSON_TIMESTAMP_MICROS_FIELD_NUMBER: _ClassVar[int]
+json_timestamp_micros: _descriptor.FieldDescriptor

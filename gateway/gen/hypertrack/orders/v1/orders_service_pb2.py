@@ -26,17 +26,20 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from gateway.gen.hypertrack.orders.v1 import annotations_pb2 as hypertrack_dot_orders_dot_v1_dot_annotations__pb2
+from gateway.gen.hypertrack.orders.v1 import events_pb2 as hypertrack_dot_orders_dot_v1_dot_events__pb2
 from gateway.gen.hypertrack.orders.v1 import json_pb2 as hypertrack_dot_orders_dot_v1_dot_json__pb2
 from gateway.gen.hypertrack.orders.v1 import order_pb2 as hypertrack_dot_orders_dot_v1_dot_order__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)hypertrack/orders/v1/orders_service.proto\x12\x14hypertrack.orders.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&hypertrack/orders/v1/annotations.proto\x1a\x1fhypertrack/orders/v1/json.proto\x1a hypertrack/orders/v1/order.proto\"A\n\x0bOrderUpdate\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .hypertrack.orders.v1.JsonObject\"\xb8\x01\n\x0fGetOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x42\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\">\n\x10GetOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xee\x01\n\x12\x43\x61ncelOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x06update\x18\x05 \x01(\x0b\x32!.hypertrack.orders.v1.OrderUpdateB\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\"A\n\x13\x43\x61ncelOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xf0\x01\n\x14\x43ompleteOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x06update\x18\x05 \x01(\x0b\x32!.hypertrack.orders.v1.OrderUpdateB\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\"C\n\x15\x43ompleteOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xef\x01\n\x13\x44isableOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x06update\x18\x05 \x01(\x0b\x32!.hypertrack.orders.v1.OrderUpdateB\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\"B\n\x14\x44isableOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xe2\x03\n\x08NewOrder\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x30\n\x0cscheduled_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fscheduled_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0b\x64\x65stination\x18\x06 \x01(\x0b\x32!.hypertrack.orders.v1.Destination\x12\x32\n\x08metadata\x18\x07 \x01(\x0b\x32 .hypertrack.orders.v1.JsonObject\x12\"\n\x15\x65xpected_service_time\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rcapacity_used\x18\t \x01(\x05H\x02\x88\x01\x01\x12\x19\n\x0cproduct_type\x18\n \x01(\tH\x03\x88\x01\x01\x42\r\n\x0b_type_indexB\x18\n\x16_expected_service_timeB\x10\n\x0e_capacity_usedB\x0f\n\r_product_type\"\xea\x01\n\x12TrackOrdersRequest\x12\x15\n\rworker_handle\x18\x01 \x01(\t\x12\x16\n\tdevice_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x33\n\ntrack_mode\x18\x03 \x01(\x0e\x32\x1f.hypertrack.orders.v1.TrackMode\x12\x1d\n\x10ops_group_handle\x18\x04 \x01(\tH\x01\x88\x01\x01\x12.\n\x06orders\x18\x05 \x03(\x0b\x32\x1e.hypertrack.orders.v1.NewOrderB\x0c\n\n_device_idB\x13\n\x11_ops_group_handle\"\x8b\x01\n\x13TrackOrdersResponse\x12\x14\n\x0croute_handle\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.hypertrack.orders.v1.RouteStatus\x12+\n\x06orders\x18\x03 \x03(\x0b\x32\x1b.hypertrack.orders.v1.Order*F\n\x0bRouteStatus\x12\x1c\n\x18ROUTE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTE_STATUS_TRACKING\x10\x01\x32\xff\x05\n\rOrdersService\x12\x81\x01\n\x0bTrackOrders\x12(.hypertrack.orders.v1.TrackOrdersRequest\x1a).hypertrack.orders.v1.TrackOrdersResponse\"\x1d\x88\xb5\x18\xc9\x01\x82\xd3\xe4\x93\x02\x12\"\r/orders/track:\x01*\x12\x83\x01\n\x08GetOrder\x12%.hypertrack.orders.v1.GetOrderRequest\x1a&.hypertrack.orders.v1.GetOrderResponse\"(\x90\x02\x01\x82\xd3\xe4\x93\x02\x1f\x12\x16/orders/{order_handle}b\x05order\x12\x9b\x01\n\x0b\x43\x61ncelOrder\x12(.hypertrack.orders.v1.CancelOrderRequest\x1a).hypertrack.orders.v1.CancelOrderResponse\"7\x90\x02\x02\x82\xd3\xe4\x93\x02.\"\x1d/orders/{order_handle}/cancel:\x06updateb\x05order\x12\xa3\x01\n\rCompleteOrder\x12*.hypertrack.orders.v1.CompleteOrderRequest\x1a+.hypertrack.orders.v1.CompleteOrderResponse\"9\x90\x02\x02\x82\xd3\xe4\x93\x02\x30\"\x1f/orders/{order_handle}/complete:\x06updateb\x05order\x12\x9f\x01\n\x0c\x44isableOrder\x12).hypertrack.orders.v1.DisableOrderRequest\x1a*.hypertrack.orders.v1.DisableOrderResponse\"8\x90\x02\x02\x82\xd3\xe4\x93\x02/\"\x1e/orders/{order_handle}/disable:\x06updateb\x05orderb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)hypertrack/orders/v1/orders_service.proto\x12\x14hypertrack.orders.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&hypertrack/orders/v1/annotations.proto\x1a!hypertrack/orders/v1/events.proto\x1a\x1fhypertrack/orders/v1/json.proto\x1a hypertrack/orders/v1/order.proto\"A\n\x0bOrderUpdate\x12\x32\n\x08metadata\x18\x01 \x01(\x0b\x32 .hypertrack.orders.v1.JsonObject\"\xb8\x01\n\x0fGetOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x42\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\">\n\x10GetOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xee\x01\n\x12\x43\x61ncelOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x06update\x18\x05 \x01(\x0b\x32!.hypertrack.orders.v1.OrderUpdateB\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\"A\n\x13\x43\x61ncelOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xf0\x01\n\x14\x43ompleteOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x06update\x18\x05 \x01(\x0b\x32!.hypertrack.orders.v1.OrderUpdateB\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\"C\n\x15\x43ompleteOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xef\x01\n\x13\x44isableOrderRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12 \n\x13\x66ulfillment_attempt\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x31\n\x06update\x18\x05 \x01(\x0b\x32!.hypertrack.orders.v1.OrderUpdateB\r\n\x0b_type_indexB\x16\n\x14_fulfillment_attempt\"B\n\x14\x44isableOrderResponse\x12*\n\x05order\x18\x01 \x01(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xe2\x03\n\x08NewOrder\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12-\n\x04type\x18\x02 \x01(\x0e\x32\x1f.hypertrack.orders.v1.OrderType\x12\x17\n\ntype_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x30\n\x0cscheduled_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fscheduled_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0b\x64\x65stination\x18\x06 \x01(\x0b\x32!.hypertrack.orders.v1.Destination\x12\x32\n\x08metadata\x18\x07 \x01(\x0b\x32 .hypertrack.orders.v1.JsonObject\x12\"\n\x15\x65xpected_service_time\x18\x08 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rcapacity_used\x18\t \x01(\x05H\x02\x88\x01\x01\x12\x19\n\x0cproduct_type\x18\n \x01(\tH\x03\x88\x01\x01\x42\r\n\x0b_type_indexB\x18\n\x16_expected_service_timeB\x10\n\x0e_capacity_usedB\x0f\n\r_product_type\"\xea\x01\n\x12TrackOrdersRequest\x12\x15\n\rworker_handle\x18\x01 \x01(\t\x12\x16\n\tdevice_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x33\n\ntrack_mode\x18\x03 \x01(\x0e\x32\x1f.hypertrack.orders.v1.TrackMode\x12\x1d\n\x10ops_group_handle\x18\x04 \x01(\tH\x01\x88\x01\x01\x12.\n\x06orders\x18\x05 \x03(\x0b\x32\x1e.hypertrack.orders.v1.NewOrderB\x0c\n\n_device_idB\x13\n\x11_ops_group_handle\"\x8b\x01\n\x13TrackOrdersResponse\x12\x14\n\x0croute_handle\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.hypertrack.orders.v1.RouteStatus\x12+\n\x06orders\x18\x03 \x03(\x0b\x32\x1b.hypertrack.orders.v1.Order\"\xed\x02\n\x18ListOrderWebhooksRequest\x12\x14\n\x0corder_handle\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x03(\x0e\x32!.hypertrack.orders.v1.OrderStatus\x12-\n\tfrom_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07to_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x13\x66ulfillment_attempt\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x10pagination_token\x18\x07 \x01(\t\x12;\n\x0esort_direction\x18\x08 \x01(\x0e\x32#.hypertrack.orders.v1.SortDirectionB\x16\n\x14_fulfillment_attemptB\x08\n\x06_limit\"\x8b\x01\n\x19ListOrderWebhooksResponse\x12\x34\n\x08webhooks\x18\x01 \x03(\x0b\x32\".hypertrack.orders.v1.OrderWebhook\x12#\n\x10pagination_token\x18\x02 \x01(\tB\x04\x90\xb5\x18\x01H\x00\x88\x01\x01\x42\x13\n\x11_pagination_token\")\n\x17WatchOrderEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"[\n\x18WatchOrderEventsResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12/\n\x05\x65vent\x18\x02 \x01(\x0b\x32 .hypertrack.orders.v1.OrderEvent*F\n\x0bRouteStatus\x12\x1c\n\x18ROUTE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTE_STATUS_TRACKING\x10\x01\x32\x9c\x08\n\rOrdersService\x12\x81\x01\n\x0bTrackOrders\x12(.hypertrack.orders.v1.TrackOrdersRequest\x1a).hypertrack.orders.v1.TrackOrdersResponse\"\x1d\x88\xb5\x18\xc9\x01\x82\xd3\xe4\x93\x02\x12\"\r/orders/track:\x01*\x12\x83\x01\n\x08GetOrder\x12%.hypertrack.orders.v1.GetOrderRequest\x1a&.hypertrack.orders.v1.GetOrderResponse\"(\x90\x02\x01\x82\xd3\xe4\x93\x02\x1f\x12\x16/orders/{order_handle}b\x05order\x12\x9b\x01\n\x0b\x43\x61ncelOrder\x12(.hypertrack.orders.v1.CancelOrderRequest\x1a).hypertrack.orders.v1.CancelOrderResponse\"7\x90\x02\x02\x82\xd3\xe4\x93\x02.\"\x1d/orders/{order_handle}/cancel:\x06updateb\x05order\x12\xa3\x01\n\rCompleteOrder\x12*.hypertrack.orders.v1.CompleteOrderRequest\x1a+.hypertrack.orders.v1.CompleteOrderResponse\"9\x90\x02\x02\x82\xd3\xe4\x93\x02\x30\"\x1f/orders/{order_handle}/complete:\x06updateb\x05order\x12\x9f\x01\n\x0c\x44isableOrder\x12).hypertrack.orders.v1.DisableOrderRequest\x1a*.hypertrack.orders.v1.DisableOrderResponse\"8\x90\x02\x02\x82\xd3\xe4\x93\x02/\"\x1e/orders/{order_handle}/disable:\x06updateb\x05order\x12\xa0\x01\n\x11ListOrderWebhooks\x12..hypertrack.orders.v1.ListOrderWebhooksRequest\x1a/.hypertrack.orders.v1.ListOrderWebhooksResponse\"*\x90\x02\x01\x82\xd3\xe4\x93\x02!\x12\x1f/orders/{order_handle}/webhooks\x12x\n\x10WatchOrderEvents\x12-.hypertrack.orders.v1.WatchOrderEventsRequest\x1a..hypertrack.orders.v1.WatchOrderEventsResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hypertrack.orders.v1.orders_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTORDERWEBHOOKSRESPONSE'].fields_by_name['pagination_token']._loaded_options = None
+  _globals['_LISTORDERWEBHOOKSRESPONSE'].fields_by_name['pagination_token']._serialized_options = b'\220\265\030\001'
   _globals['_ORDERSSERVICE'].methods_by_name['TrackOrders']._loaded_options = None
   _globals['_ORDERSSERVICE'].methods_by_name['TrackOrders']._serialized_options = b'\210\265\030\311\001\202\323\344\223\002\022\"\r/orders/track:\001*'
   _globals['_ORDERSSERVICE'].methods_by_name['GetOrder']._loaded_options = None
@@ -47,32 +50,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSSERVICE'].methods_by_name['CompleteOrder']._serialized_options = b'\220\002\002\202\323\344\223\0020\"\037/orders/{order_handle}/complete:\006updateb\005order'
   _globals['_ORDERSSERVICE'].methods_by_name['DisableOrder']._loaded_options = None
   _globals['_ORDERSSERVICE'].methods_by_name['DisableOrder']._serialized_options = b'\220\002\002\202\323\344\223\002/\"\036/orders/{order_handle}/disable:\006updateb\005order'
-  _globals['_ROUTESTATUS']._serialized_start=2349
-  _globals['_ROUTESTATUS']._serialized_end=2419
-  _globals['_ORDERUPDATE']._serialized_start=237
-  _globals['_ORDERUPDATE']._serialized_end=302
-  _globals['_GETORDERREQUEST']._serialized_start=305
-  _globals['_GETORDERREQUEST']._serialized_end=489
-  _globals['_GETORDERRESPONSE']._serialized_start=491
-  _globals['_GETORDERRESPONSE']._serialized_end=553
-  _globals['_CANCELORDERREQUEST']._serialized_start=556
-  _globals['_CANCELORDERREQUEST']._serialized_end=794
-  _globals['_CANCELORDERRESPONSE']._serialized_start=796
-  _globals['_CANCELORDERRESPONSE']._serialized_end=861
-  _globals['_COMPLETEORDERREQUEST']._serialized_start=864
-  _globals['_COMPLETEORDERREQUEST']._serialized_end=1104
-  _globals['_COMPLETEORDERRESPONSE']._serialized_start=1106
-  _globals['_COMPLETEORDERRESPONSE']._serialized_end=1173
-  _globals['_DISABLEORDERREQUEST']._serialized_start=1176
-  _globals['_DISABLEORDERREQUEST']._serialized_end=1415
-  _globals['_DISABLEORDERRESPONSE']._serialized_start=1417
-  _globals['_DISABLEORDERRESPONSE']._serialized_end=1483
-  _globals['_NEWORDER']._serialized_start=1486
-  _globals['_NEWORDER']._serialized_end=1968
-  _globals['_TRACKORDERSREQUEST']._serialized_start=1971
-  _globals['_TRACKORDERSREQUEST']._serialized_end=2205
-  _globals['_TRACKORDERSRESPONSE']._serialized_start=2208
-  _globals['_TRACKORDERSRESPONSE']._serialized_end=2347
-  _globals['_ORDERSSERVICE']._serialized_start=2422
-  _globals['_ORDERSSERVICE']._serialized_end=3189
+  _globals['_ORDERSSERVICE'].methods_by_name['ListOrderWebhooks']._loaded_options = None
+  _globals['_ORDERSSERVICE'].methods_by_name['ListOrderWebhooks']._serialized_options = b'\220\002\001\202\323\344\223\002!\022\037/orders/{order_handle}/webhooks'
+  _globals['_ORDERSSERVICE'].methods_by_name['WatchOrderEvents']._loaded_options = None
+  _globals['_ORDERSSERVICE'].methods_by_name['WatchOrderEvents']._serialized_options = b'\220\002\001'
+  _globals['_ROUTESTATUS']._serialized_start=3030
+  _globals['_ROUTESTATUS']._serialized_end=3100
+  _globals['_ORDERUPDATE']._serialized_start=272
+  _globals['_ORDERUPDATE']._serialized_end=337
+  _globals['_GETORDERREQUEST']._serialized_start=340
+  _globals['_GETORDERREQUEST']._serialized_end=524
+  _globals['_GETORDERRESPONSE']._serialized_start=526
+  _globals['_GETORDERRESPONSE']._serialized_end=588
+  _globals['_CANCELORDERREQUEST']._serialized_start=591
+  _globals['_CANCELORDERREQUEST']._serialized_end=829
+  _globals['_CANCELORDERRESPONSE']._serialized_start=831
+  _globals['_CANCELORDERRESPONSE']._serialized_end=896
+  _globals['_COMPLETEORDERREQUEST']._serialized_start=899
+  _globals['_COMPLETEORDERREQUEST']._serialized_end=1139
+  _globals['_COMPLETEORDERRESPONSE']._serialized_start=1141
+  _globals['_COMPLETEORDERRESPONSE']._serialized_end=1208
+  _globals['_DISABLEORDERREQUEST']._serialized_start=1211
+  _globals['_DISABLEORDERREQUEST']._serialized_end=1450
+  _globals['_DISABLEORDERRESPONSE']._serialized_start=1452
+  _globals['_DISABLEORDERRESPONSE']._serialized_end=1518
+  _globals['_NEWORDER']._serialized_start=1521
+  _globals['_NEWORDER']._serialized_end=2003
+  _globals['_TRACKORDERSREQUEST']._serialized_start=2006
+  _globals['_TRACKORDERSREQUEST']._serialized_end=2240
+  _globals['_TRACKORDERSRESPONSE']._serialized_start=2243
+  _globals['_TRACKORDERSRESPONSE']._serialized_end=2382
+  _globals['_LISTORDERWEBHOOKSREQUEST']._serialized_start=2385
+  _globals['_LISTORDERWEBHOOKSREQUEST']._serialized_end=2750
+  _globals['_LISTORDERWEBHOOKSRESPONSE']._serialized_start=2753
+  _globals['_LISTORDERWEBHOOKSRESPONSE']._serialized_end=2892
+  _globals['_WATCHORDEREVENTSREQUEST']._serialized_start=2894
+  _globals['_WATCHORDEREVENTSREQUEST']._serialized_end=2935
+  _globals['_WATCHORDEREVENTSRESPONSE']._serialized_start=2937
+  _globals['_WATCHORDEREVENTSRESPONSE']._serialized_end=3028
+  _globals['_ORDERSSERVICE']._serialized_start=3103
+  _globals['_ORDERSSERVICE']._serialized_end=4155
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from gateway.gen.hypertrack.orders.v1 import annotations_pb2 as _annotations_pb2_1
+from gateway.gen.hypertrack.orders.v1 import events_pb2 as _events_pb2
 from gateway.gen.hypertrack.orders.v1 import json_pb2 as _json_pb2
 from gateway.gen.hypertrack.orders.v1 import order_pb2 as _order_pb2
 from google.protobuf.internal import containers as _containers
@@ -153,3 +154,45 @@ class TrackOrdersResponse(_message.Message):
     status: RouteStatus
     orders: _containers.RepeatedCompositeFieldContainer[_order_pb2.Order]
     def __init__(self, route_handle: _Optional[str] = ..., status: _Optional[_Union[RouteStatus, str]] = ..., orders: _Optional[_Iterable[_Union[_order_pb2.Order, _Mapping]]] = ...) -> None: ...
+
+class ListOrderWebhooksRequest(_message.Message):
+    __slots__ = ("order_handle", "value", "from_time", "to_time", "fulfillment_attempt", "limit", "pagination_token", "sort_direction")
+    ORDER_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_FIELD_NUMBER: _ClassVar[int]
+    FULFILLMENT_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SORT_DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    order_handle: str
+    value: _containers.RepeatedScalarFieldContainer[_order_pb2.OrderStatus]
+    from_time: _timestamp_pb2.Timestamp
+    to_time: _timestamp_pb2.Timestamp
+    fulfillment_attempt: int
+    limit: int
+    pagination_token: str
+    sort_direction: _events_pb2.SortDirection
+    def __init__(self, order_handle: _Optional[str] = ..., value: _Optional[_Iterable[_Union[_order_pb2.OrderStatus, str]]] = ..., from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fulfillment_attempt: _Optional[int] = ..., limit: _Optional[int] = ..., pagination_token: _Optional[str] = ..., sort_direction: _Optional[_Union[_events_pb2.SortDirection, str]] = ...) -> None: ...
+
+class ListOrderWebhooksResponse(_message.Message):
+    __slots__ = ("webhooks", "pagination_token")
+    WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
+    PAGINATION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    webhooks: _containers.RepeatedCompositeFieldContainer[_events_pb2.OrderWebhook]
+    pagination_token: str
+    def __init__(self, webhooks: _Optional[_Iterable[_Union[_events_pb2.OrderWebhook, _Mapping]]] = ..., pagination_token: _Optional[str] = ...) -> None: ...
+
+class WatchOrderEventsRequest(_message.Message):
+    __slots__ = ("cursor",)
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    def __init__(self, cursor: _Optional[str] = ...) -> None: ...
+
+class WatchOrderEventsResponse(_message.Message):
+    __slots__ = ("cursor", "event")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    event: _events_pb2.OrderEvent
+    def __init__(self, cursor: _Optional[str] = ..., event: _Optional[_Union[_events_pb2.OrderEvent, _Mapping]] = ...) -> None: ...

@@ -62,6 +62,16 @@ class OrdersServiceStub:
                 request_serializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.DisableOrderRequest.SerializeToString,
                 response_deserializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.DisableOrderResponse.FromString,
                 _registered_method=True)
+        self.ListOrderWebhooks = channel.unary_unary(
+                '/hypertrack.orders.v1.OrdersService/ListOrderWebhooks',
+                request_serializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.ListOrderWebhooksRequest.SerializeToString,
+                response_deserializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.ListOrderWebhooksResponse.FromString,
+                _registered_method=True)
+        self.WatchOrderEvents = channel.unary_stream(
+                '/hypertrack.orders.v1.OrdersService/WatchOrderEvents',
+                request_serializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.WatchOrderEventsRequest.SerializeToString,
+                response_deserializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.WatchOrderEventsResponse.FromString,
+                _registered_method=True)
 
 
 class OrdersServiceServicer:
@@ -109,6 +119,26 @@ class OrdersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOrderWebhooks(self, request, context):
+        """Replays the events of an order (every record of the handle) with what
+        became of their delivery to the account's webhook, newest first unless
+        asked otherwise, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOrderEvents(self, request, context):
+        """Streams every event of the caller's account after `cursor` (or from now
+        when it is empty), in commit order, then live as they happen. A caller that
+        lost the stream resumes from the last cursor it received and misses
+        nothing. A caller that does not keep up is cut off with RESOURCE_EXHAUSTED.
+        gRPC only: it has no REST route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrdersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +166,16 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     servicer.DisableOrder,
                     request_deserializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.DisableOrderRequest.FromString,
                     response_serializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.DisableOrderResponse.SerializeToString,
+            ),
+            'ListOrderWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrderWebhooks,
+                    request_deserializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.ListOrderWebhooksRequest.FromString,
+                    response_serializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.ListOrderWebhooksResponse.SerializeToString,
+            ),
+            'WatchOrderEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrderEvents,
+                    request_deserializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.WatchOrderEventsRequest.FromString,
+                    response_serializer=hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.WatchOrderEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +315,60 @@ class OrdersService:
             '/hypertrack.orders.v1.OrdersService/DisableOrder',
             hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.DisableOrderRequest.SerializeToString,
             hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.DisableOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrderWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hypertrack.orders.v1.OrdersService/ListOrderWebhooks',
+            hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.ListOrderWebhooksRequest.SerializeToString,
+            hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.ListOrderWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrderEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hypertrack.orders.v1.OrdersService/WatchOrderEvents',
+            hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.WatchOrderEventsRequest.SerializeToString,
+            hypertrack_dot_orders_dot_v1_dot_orders__service__pb2.WatchOrderEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "jsonmap": 1,
     "store": 2,
     "calls": 3,
+    "events": 3,
     "demo": 3,
     "seed": 3,
     "rpc": 4,

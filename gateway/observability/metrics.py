@@ -8,7 +8,9 @@ Names:
   calls reach the servicer in-process and are REST requests, not gRPC calls;
 - REST requests as OpenTelemetry's HTTP server conventions read in Prometheus
   (`http_server_request_duration_seconds{http_request_method,http_route,http_response_status_code}`);
-- store operations under the product's prefix (no convention names them);
+- store operations and webhook delivery under the product's prefix (no convention names them):
+  deliveries by outcome, attempts by result, the outbox's pending events and the age of the oldest,
+  and the open WatchOrderEvents streams;
 - prometheus_client's process, platform and garbage-collector collectors.
 
 Every call is counted and timed two or three times, so the metrics are plain dicts and lists
@@ -33,9 +35,10 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -50,11 +53,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from gateway.protos import SERVICE_DESCRIPTOR
+from gateway.store.events import OutboxStats
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,10 @@ UNMATCHED_ROUTE = "unmatched"
 then; an empty label value is Prometheus's way of leaving a label out."""
 SNAPSHOT_INTERVAL_S = 5.0
 """How often a worker writes its snapshot: how far behind the other workers' counts a scrape may be."""
+OUTBOX_READ_TIMEOUT_S = 1.0
+"""How long a scrape waits for the outbox's figures; past that it shows the last ones read, so a
+busy database slows /metrics by this much at most."""
+DELIVERY_OUTCOMES = ("delivered", "rejected", "failed")
 
 
 class LabelledCounter:
@@ -142,6 +150,22 @@ class _DerivedCounter:
         return family
 
 
+class _Gauge:
+    """A gauge read off a callable when the metrics are read; no sample until it has a source."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.read: Callable[[], float | None] | None = None
+
+    def family(self) -> Metric:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=[])
+        value = None if self.read is None else self.read()
+        if value is not None:
+            family.add_metric([], value)
+        return family
+
+
 class _Series:
     __slots__ = ("counts", "total")
 
@@ -180,7 +204,9 @@ class LabelledHistogram:
 
 
 class _Families(Collector):
-    def __init__(self, metrics: Sequence[LabelledCounter | _DerivedCounter | LabelledHistogram]) -> None:
+    def __init__(
+        self, metrics: Sequence[LabelledCounter | _DerivedCounter | LabelledHistogram | _Gauge]
+    ) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
@@ -236,6 +262,32 @@ class Metrics:
             ["operation"],
             LATENCY_BUCKETS,
         )
+        self.webhook_deliveries = LabelledCounter(
+            "hypertrack_gateway_webhook_deliveries_total",
+            "Webhook deliveries ended, by outcome: delivered (2xx), rejected (4xx), failed (retries spent).",
+            ["outcome"],
+        )
+        for outcome in DELIVERY_OUTCOMES:
+            self.webhook_deliveries.inc((outcome,), 0.0)
+        self.webhook_attempts = LabelledCounter(
+            "hypertrack_gateway_webhook_attempts_total",
+            "Webhook POSTs made, by result: the answer's status class (2xx, 3xx, 4xx, 5xx), timeout or error.",
+            ["result"],
+        )
+        # The outbox is the database's, not this process's: read from the store (watch_outbox).
+        self.outbox_pending = _Gauge(
+            "hypertrack_gateway_webhook_outbox_pending_events",
+            "Events in the outbox not yet delivered, rejected or failed.",
+        )
+        self.outbox_oldest_age = _Gauge(
+            "hypertrack_gateway_webhook_outbox_oldest_pending_age_seconds",
+            "Age of the oldest event not yet delivered, rejected or failed (0 when there is none).",
+        )
+        self.event_watchers = _Gauge(
+            "hypertrack_gateway_event_watchers", "WatchOrderEvents streams open on this process."
+        )
+        self._outbox_source: Callable[[], Awaitable[OutboxStats]] | None = None
+        self._outbox: OutboxStats | None = None
         # The labels of each method's calls, made once: a call looks them up, builds no tuple.
         self._grpc_labels = {
             method.name: (GRPC_TYPE, service, method.name)
@@ -256,6 +308,11 @@ class Metrics:
                     self.grpc_sent,
                     self.http_duration,
                     self.store_duration,
+                    self.webhook_deliveries,
+                    self.webhook_attempts,
+                    self.outbox_pending,
+                    self.outbox_oldest_age,
+                    self.event_watchers,
                 ]
             )
         )
@@ -292,12 +349,47 @@ class Metrics:
     def observe_store(self, operation: str, seconds: float) -> None:
         self.store_duration.observe((operation,), seconds)
 
+    def webhook_attempted(self, result: str) -> None:
+        """A webhook POST ended (a DeliveryObserver, gateway/events/delivery.py)."""
+        self.webhook_attempts.inc((result,))
+
+    def webhook_ended(self, outcome: str) -> None:
+        """A webhook delivery ended: delivered, rejected or failed."""
+        self.webhook_deliveries.inc((outcome,))
+
+    def watch_outbox(self, read: Callable[[], Awaitable[OutboxStats]]) -> None:
+        """Read the outbox's figures with `read` (the store's `outbox_stats`) when /metrics is read."""
+        self._outbox_source = read
+        self.outbox_pending.read = lambda: None if self._outbox is None else self._outbox.pending
+        self.outbox_oldest_age.read = self._oldest_pending_age
+
+    def watch_watchers(self, read: Callable[[], int]) -> None:
+        """Read the number of open watch streams with `read` when /metrics is read."""
+        self.event_watchers.read = read
+
+    def _oldest_pending_age(self) -> float | None:
+        if self._outbox is None:
+            return None
+        if self._outbox.oldest_pending_ms is None:
+            return 0.0
+        return max(0.0, time.time() - self._outbox.oldest_pending_ms / 1000)
+
+    async def refresh_outbox(self) -> None:
+        """Read the outbox's figures now; on a slow or failing store keep the last ones read."""
+        if self._outbox_source is None:
+            return
+        try:
+            self._outbox = await asyncio.wait_for(self._outbox_source(), OUTBOX_READ_TIMEOUT_S)
+        except Exception as error:  # the scrape goes on: the figures are only as old as the last read
+            log.warning("could not read the outbox for the metrics: %s", type(error).__name__)
+
     def exposition(self) -> tuple[bytes, str]:
         """This process's metrics, in the text format."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     async def scrape(self) -> tuple[bytes, str]:
         """What /metrics answers: this process's metrics, or with a shared directory, all workers'."""
+        await self.refresh_outbox()
         if self._snapshots is None:
             return self.exposition()
         own = self._snapshot()
@@ -360,13 +452,21 @@ def _families(metrics: Iterable[Metric]) -> list[Family]:
     ]
 
 
+def _first(values: Iterable[float]) -> float:
+    return next(iter(values))
+
+
 _GAUGE_COMBINED: dict[str, Callable[[Iterable[float]], float]] = {
     "process_start_time_seconds": min,
     "process_max_fds": max,
     "python_info": max,
+    # The database's figures, which every worker reads alike: the answering worker's, read for
+    # this scrape (its snapshot comes first), not a sum, nor another's older reading.
+    "hypertrack_gateway_webhook_outbox_pending_events": _first,
+    "hypertrack_gateway_webhook_outbox_oldest_pending_age_seconds": _first,
 }
 """How the live workers' values of a gauge add up; any gauge not named here is summed (memory,
-open descriptors: the service's total)."""
+open descriptors, watchers: the service's total)."""
 _SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
 _SNAPSHOT_SUFFIX = ".json"
 

@@ -5,6 +5,7 @@ what the tests run is the wiring production runs; they differ only by the settin
 clock or store) they hand in. The parts, from the inside out:
 
     store -> OrderCalls -> OrdersServicer -> gRPC server          (serve, grpc)
+    store's outbox -> DeliveryWorker -> each account's webhook     (serve, grpc)
     backend (the servicer in-process, or gRPC servers) -> RestGateway -> REST server   (serve, http)
     /healthz, /readyz, /metrics -> the admin listener (--admin-port; else on the REST server)
 """
@@ -26,6 +27,7 @@ from gateway.calls.orders import OrderCalls
 from gateway.demo import install_demo
 from gateway.descriptors import connection_caps, grpc_limits
 from gateway.domain.errors import OrderError, Unavailable
+from gateway.events.delivery import DeliveryWorker
 from gateway.observability.grpc_access import ServedCalls
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -47,6 +49,7 @@ from gateway.settings import (
     redacted,
 )
 from gateway.store.base import OrderStore
+from gateway.store.events import EventStore
 from gateway.store.instrumented import InstrumentedStore
 
 if TYPE_CHECKING:  # OpenTelemetry is loaded only when tracing is on
@@ -157,6 +160,7 @@ class Gateway:
     admin: RestServer | None = None
     backend: Backend | None = None
     store: OrderStore | None = None
+    delivery: DeliveryWorker | None = None
     access_log: AccessLog | None = None
     tracing: Tracing | None = None
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
@@ -174,10 +178,14 @@ class Gateway:
         return self.admin.port if self.admin is not None else None
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Stop taking work, let calls in flight finish within the grace period, close the store."""
+        """Stop taking work, let calls in flight and webhook POSTs finish within the grace period,
+        close the store."""
         grace = self.settings.grace_s if grace_s is None else grace_s
-        # Both listeners stop taking work at once and share the grace period.
+        # The listeners and the delivery worker stop taking work at once and share the grace
+        # period; the worker gives back what it has not sent before the store closes.
         stopping = []
+        if self.delivery is not None:
+            stopping.append(self.delivery.stop(grace))
         if self.rest is not None:
             stopping.append(self.rest.stop())
         if self.grpc is not None:
@@ -267,6 +275,19 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
     gateway.readiness["database"] = health.check
     if settings.serves_rest:
         gateway.backend = InProcessBackend(servicer, health, tracing=tracing)
+    _start_delivery(gateway, opened)
+
+
+def _start_delivery(gateway: Gateway, store: OrderStore) -> None:
+    """The worker that sends the outbox to the webhooks, in every process that owns a store. Not
+    a readiness check: a partner's failing URL is the partner's, not this process's."""
+    # Every store of ours keeps an outbox; a test's stand-in for one (handed to `assemble`) may not.
+    if not hasattr(store, "claim_deliveries"):
+        return
+    events = cast(EventStore, store)
+    gateway.metrics.watch_outbox(events.outbox_stats)
+    gateway.delivery = DeliveryWorker(events, gateway.settings.webhooks, observer=gateway.metrics)
+    gateway.delivery.start()
 
 
 def _served_calls(gateway: Gateway) -> ServedCalls | None:

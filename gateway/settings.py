@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway.events.delivery import WebhookSettings
 from gateway.rest.app import RestSettings
 from gateway.rpc.server import ConnectionLimits
 
@@ -177,6 +178,8 @@ class GatewaySettings:
     logging: LogSettings = field(default_factory=LogSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    """How the outbox is delivered (gateway/events/delivery.py); unused by `http`, which has no store."""
     workers: int = 1
     grace_s: float = 10.0
     """Seconds calls in flight get to finish on SIGTERM or SIGINT."""

@@ -23,6 +23,7 @@ import grpc
 from gateway.assembly import Clock, Gateway, assemble
 from gateway.calls.credentials import hash_secret, new_secret
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET
+from gateway.events.delivery import DeliveryWorker, WebhookSettings
 from gateway.observability.metrics import Metrics
 from gateway.rest.app import RestSettings
 from gateway.rest.backend import Backend
@@ -61,9 +62,11 @@ def stack_settings(
     admission: AdmissionSettings = NO_LIMITS,
     tls: ServerTlsFiles | None = None,
     access_log: bool = False,
+    webhooks: WebhookSettings | None = None,
 ) -> GatewaySettings:
     """The settings of a test's `serve`: free loopback ports, a database in `directory`, the demo
-    data, and otherwise production's settings unless a test names its own."""
+    data, and otherwise production's settings unless a test names its own (short webhook retry
+    intervals, say)."""
     return GatewaySettings(
         mode="serve",
         listen=ListenSettings(host="127.0.0.1", http_port=0, grpc_port=0, tls=tls),
@@ -71,6 +74,7 @@ def stack_settings(
         rest=rest or RestSettings(),
         admission=admission,
         logging=LogSettings(access_log=access_log),
+        webhooks=webhooks or WebhookSettings(),
         grace_s=STACK_GRACE_S,
     )
 
@@ -96,6 +100,12 @@ class GatewayStack:
     def store(self) -> OrderStore:
         assert self.server.store is not None
         return self.server.store
+
+    @property
+    def delivery(self) -> DeliveryWorker:
+        """The webhook delivery worker of the part that owns the store."""
+        assert self.server.delivery is not None
+        return self.server.delivery
 
     @property
     def grpc_server(self) -> GrpcServer:
@@ -162,9 +172,12 @@ class GatewayStack:
         access_log: bool = False,
         clock: Clock | None = None,
         store: OrderStore | None = None,
+        webhooks: WebhookSettings | None = None,
     ) -> AsyncIterator[GatewayStack]:
         """Start the stack; `store` replaces the SQLite file (a test's wrapper around one, say)."""
-        settings = stack_settings(directory, rest=rest, admission=admission, tls=tls, access_log=access_log)
+        settings = stack_settings(
+            directory, rest=rest, admission=admission, tls=tls, access_log=access_log, webhooks=webhooks
+        )
         async with AsyncExitStack() as parts:
             if backend == "in-process":
                 server = front = await assemble(settings, store=store, clock=clock)

@@ -104,6 +104,17 @@ class MessageShape:
     same_both_ways: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class FieldShape:
+    """A shape a field option gives a field in place of its message type's own: a Timestamp field
+    carrying `(json_timestamp_micros) = true` is written with six fractional digits. `option` is
+    the extension (a boolean field option), `name` the schema component of the shape."""
+
+    option: Any
+    name: str
+    shape: MessageShape
+
+
 MUST_BE_OBJECT = "must be an object"
 MUST_BE_ARRAY = "must be an array"
 MUST_BE_STRING = "must be a string"

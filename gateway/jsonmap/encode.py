@@ -11,7 +11,9 @@ per field, no per-field loop or dispatch at run time. The rules of the contract:
 - enums are written by their JSON names (enums.py);
 - the special shapes of shapes.py are written by their own encoders, or by their statements copied
   into the generated code (timestamps, where a call per timestamp would show), and messages with a
-  flattened oneof by the source their record writes (flatoneof.py).
+  flattened oneof by the source their record writes (flatoneof.py);
+- a field whose options ask for a shape of its own (FIELD_SHAPES: `json_timestamp_micros`) is
+  written by that shape instead of its message type's.
 
 What remains at run time is mostly upb attribute access, one C call per field read; the figures are
 in the README's performance section.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import keyword
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +34,7 @@ from google.protobuf.message import Message
 from gateway.jsonmap.contracts import (
     AnyDescriptor,
     EncodeFn,
+    FieldShape,
     InlineEncoder,
     Json,
     MessageShape,
@@ -39,7 +42,7 @@ from gateway.jsonmap.contracts import (
 )
 from gateway.jsonmap.enums import enum_names
 from gateway.jsonmap.flatoneof import FlatOneof
-from gateway.jsonmap.shapes import FLATTENED_ONEOFS, MESSAGE_SHAPES
+from gateway.jsonmap.shapes import FIELD_SHAPES, FLATTENED_ONEOFS, MESSAGE_SHAPES, field_shape
 from gateway.protos import annotations_pb2
 
 _UNSUPPORTED_TYPES = {
@@ -81,6 +84,7 @@ class JsonEncoder:
         self,
         shapes: Mapping[str, MessageShape] = MESSAGE_SHAPES,
         flattened: Mapping[str, FlatOneof] = FLATTENED_ONEOFS,
+        field_shapes: Sequence[FieldShape] = FIELD_SHAPES,
     ) -> None:
         # Read out of the records once, here: generated encoders reach the functions as globals.
         self._special_cases: dict[str, EncodeFn] = {name: shape.encode for name, shape in shapes.items()}
@@ -88,11 +92,16 @@ class JsonEncoder:
         self._inline: dict[str, InlineEncoder] = {
             name: shape.inline for name, shape in shapes.items() if shape.inline is not None
         }
-        # The globals of the generated source: encoders (`_m<N>`), enum tables (`_e_<name>`), class
-        # methods (`_HasField_<name>`) and what inline special cases use.
+        self._field_shapes = field_shapes
+        # The globals of the generated source: encoders (`_m<N>`, `_f_<name>` of field shapes), enum
+        # tables (`_e_<name>`), class methods (`_HasField_<name>`) and what inline special cases use.
         self._namespace: dict[str, object] = {"__builtins__": {"getattr": getattr}}
         for inline_encoder in self._inline.values():
             self._namespace.update(inline_encoder.globals)
+        for field_shape_ in field_shapes:
+            self._namespace[f"_f_{field_shape_.name}"] = field_shape_.shape.encode
+            if field_shape_.shape.inline is not None:
+                self._namespace.update(field_shape_.shape.inline.globals)
         self._names: dict[str, str] = {}
         self._functions: dict[str, EncodeFn] = {}
         self._by_class: dict[type[Message], EncodeFn] = {}
@@ -202,7 +211,11 @@ class JsonEncoder:
                 return f"{attribute}[:]", []
             return f"[{self._value('x', field)} for x in {attribute}[:]]", []
         if field.has_presence:
-            inline = self._inline.get(field.message_type.full_name) if field.message_type else None
+            own = field_shape(field, self._field_shapes)
+            if own is not None:
+                inline = own.shape.inline
+            else:
+                inline = self._inline.get(field.message_type.full_name) if field.message_type else None
             if inline is not None:
                 setting = inline.statements(attribute, f"d[{key}]")
             else:
@@ -217,6 +230,9 @@ class JsonEncoder:
 
     def _value(self, expression: str, field: FieldDescriptor) -> str:
         """The JSON value of one value (or element) of the field."""
+        own = field_shape(field, self._field_shapes)
+        if own is not None:
+            return f"_f_{own.name}({expression})"
         if field.message_type is not None:
             return f"{self._names[field.message_type.full_name]}({expression})"
         if field.enum_type is not None:

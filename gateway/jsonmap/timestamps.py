@@ -1,4 +1,5 @@
-"""`google.protobuf.Timestamp` as contract text: UTC, ISO 8601, exactly three fractional digits and `Z`.
+"""`google.protobuf.Timestamp` as contract text: UTC, ISO 8601, exactly three fractional digits and `Z`;
+or six, for fields that carry `(json_timestamp_micros) = true` (the order events' times).
 
 Formatting sits on the hot path of every response (an order carries many timestamps), so it avoids
 `datetime` and `time.gmtime`, which cost more than the rest of the formatting, in favour of integer
@@ -46,8 +47,10 @@ _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
-# What format_timestamp writes, as a JSON Schema pattern.
+# What format_timestamp and format_timestamp_micros write, as JSON Schema patterns.
 _CONTRACT_TEXT = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$"
+_CONTRACT_TEXT_MICROS = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z$"
+EXAMPLE_MICROS = "2023-10-26T02:30:00.000000Z"
 
 
 # `YYYY-MM-DDTHH:` by hour since the epoch. The timestamps of one order, and of the orders of a day,
@@ -118,6 +121,48 @@ ENCODE_TIMESTAMP_GLOBALS: dict[str, object] = {
 }
 
 
+def _micros(nanos: int) -> str:
+    """`.uuuuuuZ` of the nanoseconds; sub-microsecond digits truncated."""
+    # No table here: a million strings would cost more memory than these rarer timestamps save.
+    return f".{nanos // 1_000:06d}Z"
+
+
+def format_timestamp_micros(seconds: int, nanos: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.uuuuuuZ`; sub-microsecond digits are truncated, never rounded up."""
+    if not (MIN_SECONDS <= seconds <= MAX_SECONDS and 0 <= nanos < NANOS_PER_SECOND):
+        _out_of_range(seconds, nanos)
+    hours = seconds // 3600
+    prefix = _HOUR_PREFIXES.get(hours) or _hour_prefix(hours)
+    return prefix + _MINUTES_SECONDS[seconds % 3600] + _micros(nanos)
+
+
+def encode_timestamp_micros(timestamp: timestamp_pb2.Timestamp) -> str:
+    """The contract text of a Timestamp message, with six fractional digits."""
+    return format_timestamp_micros(timestamp.seconds, timestamp.nanos)
+
+
+def encode_timestamp_micros_statements(value: str, target: str) -> list[str]:
+    """encode_timestamp_micros as statements for generated encoders, as encode_timestamp_statements
+    (the hour cache and the range check are the same). Names: ENCODE_TIMESTAMP_MICROS_GLOBALS."""
+    return [
+        f"t = {value}",
+        "s = t.seconds",
+        "n = t.nanos",
+        f"if not ({MIN_SECONDS} <= s <= {MAX_SECONDS} and 0 <= n < {NANOS_PER_SECOND}):",
+        "    _ts_out_of_range(s, n)",
+        f"{target} = (_ts_hours.get(s // 3600) or _ts_hour(s // 3600)) + _ts_mmss[s % 3600] + _ts_micros(n)",
+    ]
+
+
+ENCODE_TIMESTAMP_MICROS_GLOBALS: dict[str, object] = {
+    "_ts_hours": _HOUR_PREFIXES,
+    "_ts_hour": _hour_prefix,
+    "_ts_mmss": _MINUTES_SECONDS,
+    "_ts_micros": _micros,
+    "_ts_out_of_range": _out_of_range,
+}
+
+
 def parse_timestamp(text: str) -> tuple[int, int]:
     """`(seconds, nanos)` since the epoch, in UTC, of an RFC 3339 date-time; ValueError otherwise."""
     match = _RFC3339.fullmatch(text)
@@ -181,6 +226,19 @@ def timestamp_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
     }
 
 
+def timestamp_micros_schema(builder: SchemaBuilder, direction: Direction) -> Schema:
+    """What encode_timestamp_micros writes; requests read it as any timestamp."""
+    if direction is Direction.RESPONSE:
+        return {
+            "type": "string",
+            "format": "date-time",
+            "pattern": _CONTRACT_TEXT_MICROS,
+            "examples": [EXAMPLE_MICROS],
+            "description": "UTC, ISO 8601, with exactly six fractional digits and `Z`.",
+        }
+    return timestamp_schema(builder, direction)
+
+
 TIMESTAMP = MessageShape(
     full_name=timestamp_pb2.Timestamp.DESCRIPTOR.full_name,
     encode=encode_timestamp,
@@ -188,3 +246,12 @@ TIMESTAMP = MessageShape(
     schema=timestamp_schema,
     inline=InlineEncoder(encode_timestamp_statements, ENCODE_TIMESTAMP_GLOBALS),
 )
+
+TIMESTAMP_MICROS = MessageShape(
+    full_name=timestamp_pb2.Timestamp.DESCRIPTOR.full_name,
+    encode=encode_timestamp_micros,
+    decode=decode_timestamp_into,
+    schema=timestamp_micros_schema,
+    inline=InlineEncoder(encode_timestamp_micros_statements, ENCODE_TIMESTAMP_MICROS_GLOBALS),
+)
+"""A Timestamp field that carries `(json_timestamp_micros) = true`: its shape in place of TIMESTAMP."""

@@ -16,9 +16,9 @@ from gateway.jsonmap import JsonDecoder, JsonEncoder, decode, encode, encode_jso
 from gateway.jsonmap.contracts import MessageShape
 from gateway.jsonmap.enums import enum_names, enum_prefix
 from gateway.jsonmap.jsonvalue import MAX_DEPTH
-from gateway.jsonmap.shapes import MESSAGE_SHAPES
-from gateway.jsonmap.timestamps import format_timestamp, parse_timestamp
-from gateway.protos import json_pb2, order_pb2, orders_service_pb2
+from gateway.jsonmap.shapes import MESSAGE_SHAPES, field_shape
+from gateway.jsonmap.timestamps import format_timestamp, format_timestamp_micros, parse_timestamp
+from gateway.protos import events_pb2, json_pb2, order_pb2, orders_service_pb2
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "cancel-order-example.json"
 TIMESTAMP_HINT = "must be a timestamp such as 2023-10-26T02:30:00.000Z (RFC 3339, with Z or an offset)"
@@ -261,6 +261,64 @@ def test_a_message_with_a_timestamp_out_of_range_is_not_written() -> None:
         encode(order_pb2.Order(created_at=ts(253402300800)))
     with pytest.raises(ValueError, match="out of range"):
         encode(order_pb2.Location(recorded_at=ts(0, -1)))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "text"),
+    [
+        (0, 0, "1970-01-01T00:00:00.000000Z"),
+        (1698287400, 123_456_789, "2023-10-26T02:30:00.123456Z"),  # truncated, not rounded up
+        (1698287400, 999_999_999, "2023-10-26T02:30:00.999999Z"),
+        (1698287400, 1_000, "2023-10-26T02:30:00.000001Z"),
+        (-1, 500_000_000, "1969-12-31T23:59:59.500000Z"),
+        (-62135596800, 0, "0001-01-01T00:00:00.000000Z"),
+        (253402300799, 999_999_000, "9999-12-31T23:59:59.999999Z"),
+    ],
+)
+def test_event_timestamps_have_six_fractional_digits(seconds: int, nanos: int, text: str) -> None:
+    assert format_timestamp_micros(seconds, nanos) == text
+    event = events_pb2.OrderEvent(created_at=ts(seconds, nanos), recorded_at=ts(seconds, nanos))
+    written = encoded(event)
+    assert (written["created_at"], written["recorded_at"]) == (text, text)
+    # An OrderWebhook is an OrderEvent's bytes with delivery fields: its times are the same text.
+    webhook = events_pb2.OrderWebhook.FromString(event.SerializeToString())
+    assert encoded(webhook)["created_at"] == text
+    # The option is the field's, not the type's: an order's timestamps keep three digits.
+    assert encoded(order_pb2.Order(created_at=ts(seconds, nanos)))["created_at"] == format_timestamp(
+        seconds, nanos
+    )
+
+
+def test_only_fields_with_the_option_have_six_digits() -> None:
+    fields = events_pb2.OrderEvent.DESCRIPTOR.fields_by_name
+    assert field_shape(fields["created_at"]) is not None
+    assert field_shape(fields["recorded_at"]) is not None
+    assert field_shape(fields["data"]) is None
+    assert field_shape(order_pb2.Order.DESCRIPTOR.fields_by_name["created_at"]) is None
+    source = JsonEncoder().source(events_pb2.OrderEvent)
+    assert source.count("_ts_micros(n)") == 2  # written inline, like the three-digit ones
+
+
+def test_event_timestamps_out_of_range_are_not_written() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        format_timestamp_micros(253402300800, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        encode(events_pb2.OrderEvent(recorded_at=ts(0, -1)))
+
+
+def test_events_read_back_from_their_json() -> None:
+    event = events_pb2.OrderEvent(
+        account_id="a", type="order", version="3.0.0", created_at=ts(1698287400, 123_456_000)
+    )
+    event.recorded_at.CopyFrom(ts(1698287399, 1_000))
+    event.data.order_handle = "h"
+    event.data.value = order_pb2.ORDER_STATUS_CANCELLED
+    event.data.metadata.CopyFrom(decode(json_pb2.JsonObject, {"n": 1}))
+    written = encoded(event)
+    assert written["device_id"] is None  # json_null_when_unset
+    assert decode(events_pb2.OrderEvent, written) == event
+    # Any RFC 3339 precision is read, as for every timestamp.
+    assert decode(events_pb2.OrderEvent, {"created_at": "2023-10-26T02:30:00Z"}).created_at == ts(1698287400)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,10 @@
 """The query string, typed into request fields by their descriptors. Strict: unknown,
-repeated and malformed parameters are refused, each named in the 422 `query` detail."""
+repeated and malformed parameters are refused, each named in the 422 `query` detail.
+
+Which fields the query may set (`takes_query`): scalars and enums; a repeated enum, as one
+comma-separated list of its names (`value=cancelled,completed`: a parameter is given at most once);
+a `google.protobuf.Timestamp`, as an RFC 3339 instant read by the JSON mapping's own parser.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,18 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote_to_bytes
 
+from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway.jsonmap.enums import enum_names
 from gateway.jsonmap.scalars import INTEGER_RANGES
+from gateway.jsonmap.timestamps import EXAMPLE, parse_timestamp
+
+TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+MUST_BE_INSTANT = (
+    f"must be a timestamp such as {EXAMPLE} (RFC 3339, with Z or an offset whose + is sent as %2B)"
+)
 
 # An integer in the query string: an optional minus and ASCII digits, nothing around them.
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -45,6 +57,13 @@ def parse_query_string(raw: str) -> tuple[dict[str, str], dict[str, list[str]]]:
             problems.setdefault(name, []).append("is given more than once")
         params[name] = value
     return params, problems
+
+
+def takes_query(field: FieldDescriptor) -> bool:
+    """Whether the query string can set the field (see the module)."""
+    if field.message_type is not None:
+        return not field.is_repeated and field.message_type.full_name == TIMESTAMP
+    return not field.is_repeated or field.enum_type is not None
 
 
 def _typed(field: FieldDescriptor, value: str) -> object:
@@ -89,7 +108,40 @@ def apply_query(
             problems.setdefault(name, []).append(f"unknown query parameter (allowed: {allowed})")
             continue
         try:
-            setattr(message, name, _typed(field, value))
+            _apply(message, field, value)
         except ValueError as error:
             problems.setdefault(name, []).append(str(error))
     return problems
+
+
+def _apply(message: Message, field: FieldDescriptor, value: str) -> None:
+    """Set `field` of `message` from its parameter's text; raises ValueError with what is expected."""
+    if field.message_type is not None:
+        if field.message_type.full_name != TIMESTAMP or field.is_repeated:
+            raise ValueError("cannot be given in the query string")
+        try:
+            seconds, nanos = parse_timestamp(value)
+        except ValueError:
+            raise ValueError(MUST_BE_INSTANT) from None
+        instant = getattr(message, field.name)
+        instant.seconds, instant.nanos = seconds, nanos
+    elif field.is_repeated:
+        if field.enum_type is None:
+            raise ValueError("cannot be given in the query string")
+        getattr(message, field.name).extend(_enum_list(field, value))
+    else:
+        setattr(message, field.name, _typed(field, value))
+
+
+def _enum_list(field: FieldDescriptor, value: str) -> list[object]:
+    """The values of a comma-separated list of enum names: at least one, each a declared value's
+    JSON name other than the zero one."""
+    assert field.enum_type is not None  # takes_query lets no other repeated field through
+    items = value.split(",")
+    try:
+        if "" in items:
+            raise ValueError("an empty item")
+        return [_typed(field, item) for item in items]
+    except ValueError:
+        names = ", ".join(enum_names(field.enum_type).choices(with_zero=False))
+        raise ValueError(f"must be one or more of {names}, separated by commas") from None

@@ -19,6 +19,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from gateway.protos import annotations_pb2
 from gateway.rest.pattern import PathTemplate, TemplateError
+from gateway.rest.query import takes_query
 
 _METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -61,15 +62,12 @@ def _bindings(rule: http_pb2.HttpRule) -> Iterator[http_pb2.HttpRule]:
 
 
 def _query_fields(request: Descriptor, path: PathTemplate, body: str) -> dict[str, FieldDescriptor]:
-    """Fields the query string may set: scalars and enums bound neither by the path nor the body."""
+    """Fields the query string may set (query.py's `takes_query`: scalars, enums, repeated enums,
+    timestamps) bound neither by the path nor the body."""
     if body == "*":
         return {}
     bound = {name for _, name in path.variables} | {body}
-    return {
-        f.name: f
-        for f in request.fields
-        if f.name not in bound and f.type != FieldDescriptor.TYPE_MESSAGE and not f.is_repeated
-    }
+    return {f.name: f for f in request.fields if f.name not in bound and takes_query(f)}
 
 
 def rest_calls(service: ServiceDescriptor) -> list[RestCall]:

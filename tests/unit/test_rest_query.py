@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from gateway.protos import SERVICE_DESCRIPTOR, order_pb2, orders_service_pb2
-from gateway.rest.query import apply_query, parse_query_string
+from gateway.rest.query import apply_query, parse_query_string, takes_query
 from gateway.rest.rules import rest_calls
 
 CALLS = {call.name: call for call in rest_calls(SERVICE_DESCRIPTOR)}
@@ -234,3 +234,99 @@ def test_scalars_are_typed_by_their_descriptor(name: str, value: str, expected: 
 )
 def test_scalars_that_do_not_fit_are_refused(name: str, value: str, problem: str) -> None:
     assert apply_query(SCALARS(), {name: value}, SCALAR_FIELDS) == {name: [problem]}
+
+
+# The replay's query: a repeated enum as one comma-separated list, timestamps as RFC 3339 instants.
+
+WEBHOOK_FIELDS = CALLS["ListOrderWebhooks"].query_fields
+VALUE_CHOICES = (
+    "must be one or more of unplanned, planned, assigned, dispatched, ongoing, disabled, completed, "
+    "cancelled, separated by commas"
+)
+INSTANT = "must be a timestamp such as 2023-10-26T02:30:00.000Z (RFC 3339, with Z or an offset whose + is sent as %2B)"
+
+
+def webhooks_with(query: str) -> tuple[orders_service_pb2.ListOrderWebhooksRequest, dict[str, list[str]]]:
+    params, problems = parse_query_string(query)
+    request = orders_service_pb2.ListOrderWebhooksRequest(order_handle="o")
+    problems.update(apply_query(request, params, WEBHOOK_FIELDS))
+    return request, problems
+
+
+def test_the_replay_takes_its_filters_from_the_query() -> None:
+    assert list(WEBHOOK_FIELDS) == [
+        "value",
+        "from_time",
+        "to_time",
+        "fulfillment_attempt",
+        "limit",
+        "pagination_token",
+        "sort_direction",
+    ]
+    request, problems = webhooks_with(
+        "value=cancelled,completed&from_time=2023-10-26T02:30:00.5Z&to_time=2023-10-26T04:30:00%2B02:00"
+        "&fulfillment_attempt=0&limit=10&pagination_token=abc_-&sort_direction=asc"
+    )
+    assert problems == {}
+    assert list(request.value) == [order_pb2.ORDER_STATUS_CANCELLED, order_pb2.ORDER_STATUS_COMPLETED]
+    assert (request.from_time.seconds, request.from_time.nanos) == (1698287400, 500_000_000)
+    assert (request.to_time.seconds, request.to_time.nanos) == (1698287400, 0)
+    assert request.HasField("fulfillment_attempt") and request.fulfillment_attempt == 0
+    assert request.limit == 10
+    assert request.pagination_token == "abc_-"
+    assert request.sort_direction == 1  # SORT_DIRECTION_ASC
+
+
+def test_absent_filters_are_left_unset() -> None:
+    request, problems = webhooks_with("")
+    assert problems == {}
+    assert not request.value
+    assert not request.HasField("from_time") and not request.HasField("to_time")
+    assert not request.HasField("limit") and not request.HasField("fulfillment_attempt")
+
+
+def test_a_single_value_is_a_list_of_one() -> None:
+    request, problems = webhooks_with("value=disabled")
+    assert problems == {}
+    assert list(request.value) == [order_pb2.ORDER_STATUS_DISABLED]
+
+
+@pytest.mark.parametrize(
+    "value", ["", ",", "cancelled,", ",cancelled", "cancelled,,completed", "CANCELLED", "unspecified", "x"]
+)
+def test_a_value_list_names_declared_values_and_nothing_else(value: str) -> None:
+    request, problems = webhooks_with(f"value={value}")
+    assert problems == {"value": [VALUE_CHOICES]}
+    assert not request.value  # nothing half-applied
+
+
+def test_a_list_is_one_parameter_not_repeated_ones() -> None:
+    _, problems = webhooks_with("value=cancelled&value=completed")
+    assert problems == {"value": ["is given more than once"]}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2023-10-26T04:30:00+02:00",  # an unencoded + is a space in a query string
+        "2023-10-26",
+        "2023-10-26T02:30:00",
+        "1698287400",
+        "",
+        "9999-12-31T23:59:60Z",
+    ],
+)
+def test_a_time_must_be_an_rfc3339_instant(value: str) -> None:
+    request, problems = webhooks_with(f"from_time={value}&to_time={value}")
+    assert problems == {"from_time": [INSTANT], "to_time": [INSTANT]}
+    assert not request.HasField("from_time")
+
+
+def test_other_messages_and_repeated_scalars_stay_out_of_the_query() -> None:
+    cancel = orders_service_pb2.CancelOrderRequest.DESCRIPTOR.fields_by_name
+    assert "update" not in CANCEL_FIELDS and cancel["update"].message_type is not None
+    track = orders_service_pb2.TrackOrdersRequest.DESCRIPTOR.fields_by_name
+    assert not takes_query(track["orders"])  # a repeated message
+    assert takes_query(orders_service_pb2.ListOrderWebhooksRequest.DESCRIPTOR.fields_by_name["from_time"])
+    assert not takes_query(order_pb2.Order.DESCRIPTOR.fields_by_name["destination"])  # a message
+    assert not takes_query(order_pb2.Order.DESCRIPTOR.fields_by_name["timeline"])

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gateway.events.delivery import WebhookSettings
+from gateway.events.subscriptions import MAX_URL_LENGTH, webhook_url
 from gateway.rest.app import RestSettings
 from gateway.rest.context import DeadlinePolicy
 from gateway.rpc.server import ConnectionLimits
@@ -261,9 +263,44 @@ GRPC_MAX_CONNECTION_AGE = Option(
 GRPC_MAX_CONCURRENT_STREAMS = Option(
     "--grpc-max-concurrent-streams", positive_int, 100, "gRPC calls in flight on one connection at most"
 )
+_WEBHOOK_DEFAULTS = WebhookSettings()
+WEBHOOK_RETRIES = Option(
+    "--webhook-retries",
+    non_negative_int,
+    _WEBHOOK_DEFAULTS.retries,
+    "times a webhook delivery is sent again after a 5xx, 3xx, timeout or no connection, before it fails",
+)
+WEBHOOK_RETRY_INTERVAL = Option(
+    "--webhook-retry-interval",
+    positive_float,
+    _WEBHOOK_DEFAULTS.retry_interval_s,
+    "seconds between a failed webhook attempt and the next",
+)
+WEBHOOK_TIMEOUT = Option(
+    "--webhook-timeout",
+    positive_float,
+    _WEBHOOK_DEFAULTS.timeout_s,
+    "seconds a webhook receiver has to answer",
+)
+WEBHOOK_LEASE = Option(
+    "--webhook-lease",
+    positive_float,
+    _WEBHOOK_DEFAULTS.lease_s,
+    "seconds a claimed delivery is this process's alone (longer than --webhook-timeout); after a"
+    " crash, another process takes it over once it runs out",
+)
 ACCOUNT = Option("--account", str, None, "the account that owns the orders", required=True)
 COUNT = Option("--count", positive_int, None, "how many orders", required=True)
 PREFIX = Option("--prefix", str, "load-", "handle prefix")
+WEBHOOK_ACCOUNT = Option("--account", str, None, "the account whose webhook this is", required=True)
+WEBHOOK_URL = Option(
+    "--url",
+    webhook_url,
+    None,
+    f"where the account's order events are POSTed: an http:// or https:// URL with a host, without"
+    f" user name, password or #fragment, at most {MAX_URL_LENGTH} characters",
+    required=True,
+)
 
 # Settings come in groups, so that each command takes whole groups: the same limits on every
 # server that has them, the same TLS wherever it listens.
@@ -274,9 +311,10 @@ _SERVER_TLS = (TLS_CERT, TLS_KEY)
 _STORE = (DATABASE, NO_DEMO, DEMO, SQLITE_SYNCHRONOUS)
 _GRPC_SERVER = (GRPC_PORT, TLS_CLIENT_CA, RATE_LIMIT, RATE_BURST, AUTH_FAILURE_LIMIT, AUTH_FAILURE_WINDOW,
                 GRPC_MAX_CONNECTION_IDLE, GRPC_MAX_CONNECTION_AGE, GRPC_MAX_CONCURRENT_STREAMS)  # fmt: skip
+_WEBHOOKS = (WEBHOOK_RETRIES, WEBHOOK_RETRY_INTERVAL, WEBHOOK_TIMEOUT, WEBHOOK_LEASE)
 
-SERVE_OPTIONS = (*_PROCESS, *_REST_SERVER, *_SERVER_TLS, *_STORE, *_GRPC_SERVER)
-GRPC_OPTIONS = (*_PROCESS, *_SERVER_TLS, *_STORE, *_GRPC_SERVER)
+SERVE_OPTIONS = (*_PROCESS, *_REST_SERVER, *_SERVER_TLS, *_STORE, *_GRPC_SERVER, *_WEBHOOKS)
+GRPC_OPTIONS = (*_PROCESS, *_SERVER_TLS, *_STORE, *_GRPC_SERVER, *_WEBHOOKS)
 HTTP_OPTIONS = (*_PROCESS, *_REST_SERVER, BACKEND, *_SERVER_TLS, BACKEND_CA, BACKEND_CERT, BACKEND_KEY)
 
 
@@ -351,6 +389,8 @@ def check_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         )
     if getattr(args, "demo", False) and getattr(args, "no_demo", False):
         parser.error("--demo and --no-demo contradict each other")
+    if getattr(args, "webhook_lease", math.inf) <= getattr(args, "webhook_timeout", 0):
+        parser.error("--webhook-lease must be longer than --webhook-timeout")
 
 
 def environ() -> Mapping[str, str]:
@@ -510,6 +550,12 @@ def service_settings(mode: Mode, args: argparse.Namespace) -> GatewaySettings:
                     max_connection_age_s=args.grpc_max_connection_age,
                     max_concurrent_streams=args.grpc_max_concurrent_streams,
                 ),
+            ),
+            webhooks=WebhookSettings(
+                retries=args.webhook_retries,
+                retry_interval_s=args.webhook_retry_interval,
+                timeout_s=args.webhook_timeout,
+                lease_s=args.webhook_lease,
             ),
             admission=AdmissionSettings(
                 rate_limit=args.rate_limit,

@@ -75,3 +75,55 @@ def test_passwords_never_reach_the_screen() -> None:
     assert redacted("postgresql://gw:s3cret@db:5432/orders") == "postgresql://gw:***@db:5432/orders"
     assert redacted("postgresql://gw@db/orders") == "postgresql://gw@db/orders"
     assert redacted("sqlite:///var/x.db") == "sqlite:///var/x.db"
+
+
+def _service_settings(argv: list[str], environ: dict[str, str] | None = None) -> Any:
+    """The settings `hypertrack-gateway ARGV` would run with (flags, then environment, then defaults)."""
+    from gateway.cli import build_parser
+
+    parser = build_parser(environ or {})
+    args = parser.parse_args(argv)
+    config.check_pairs(parser, args)
+    return config.service_settings(args.command, args)
+
+
+def test_webhook_delivery_defaults_are_the_contracts() -> None:
+    webhooks = _service_settings(["grpc"]).webhooks
+    assert (webhooks.retries, webhooks.retry_interval_s, webhooks.timeout_s) == (3, 20.0, 10.0)
+    assert webhooks.lease_s > webhooks.timeout_s
+
+
+def test_webhook_delivery_flags_and_variables_reach_the_settings() -> None:
+    flags = ["--webhook-retries", "5", "--webhook-retry-interval", "0.5", "--webhook-timeout", "2",
+             "--webhook-lease", "4"]  # fmt: skip
+    webhooks = _service_settings(["serve", *flags]).webhooks
+    assert (webhooks.retries, webhooks.retry_interval_s, webhooks.timeout_s, webhooks.lease_s) == (
+        5,
+        0.5,
+        2.0,
+        4.0,
+    )
+    from_env = _service_settings(
+        ["grpc"], {"HYPERTRACK_GATEWAY_WEBHOOK_RETRIES": "0", "HYPERTRACK_GATEWAY_WEBHOOK_TIMEOUT": "1.5"}
+    ).webhooks
+    assert (from_env.retries, from_env.timeout_s) == (0, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["serve", "--webhook-retries", "-1"], "at least 0"),
+        (["serve", "--webhook-retry-interval", "0"], "positive number of seconds"),
+        (["grpc", "--webhook-timeout", "nan"], "positive number of seconds"),
+        (["grpc", "--webhook-timeout", "30", "--webhook-lease", "30"], "--webhook-lease must be longer"),
+        (["http", "--backend", "127.0.0.1:1", "--webhook-retries", "1"], "unrecognized arguments"),
+    ],
+)
+def test_bad_webhook_flags_stop_with_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        _service_settings(argv)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert says in error and error.count("\n") == 1

@@ -1,4 +1,4 @@
-"""The `hypertrack-gateway` command: serve, grpc, http, accounts create, seed, migrate."""
+"""The `hypertrack-gateway` command: serve, grpc, http, accounts create, webhooks, seed, migrate."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import uvloop
 
@@ -26,11 +26,14 @@ from gateway.assembly import Gateway, StartupError, open_store
 from gateway.calls.credentials import hash_secret, new_secret
 from gateway.config import OneLineParser
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET, REFERENCE_ORDER, install_demo
+from gateway.events.subscriptions import new_signing_secret
+from gateway.jsonmap.timestamps import format_timestamp
 from gateway.observability.logs import configure_logging
 from gateway.protos import SERVICE_NAME
 from gateway.runtime import run_until_signalled
 from gateway.seed import seed_orders
 from gateway.settings import GatewaySettings, MetricsSettings, StoreSettings, redacted
+from gateway.store.events import EventStore
 
 log = logging.getLogger("hypertrack_gateway")
 
@@ -80,6 +83,24 @@ def build_parser(environ: Any) -> argparse.ArgumentParser:
         type=config._argparse_type(config.Option("ACCOUNT_ID", account_id, None, "")),
         help="the new account's id: 1 to 64 letters, digits, '_', '.' or '-'",
     )
+
+    webhooks = commands.add_parser("webhooks", help="where an account's order events are sent")
+    webhook_commands = webhooks.add_subparsers(
+        dest="webhooks_command", required=True, parser_class=OneLineParser
+    )
+    set_webhook = webhook_commands.add_parser(
+        "set",
+        help="subscribe the account's URL, replacing its webhook if any; prints the new signing secret once",
+    )
+    add(set_webhook, (config.DATABASE, config.WEBHOOK_ACCOUNT, config.WEBHOOK_URL), environ)
+    show_webhook = webhook_commands.add_parser(
+        "show", help="print the account's webhook URL, then when it was set (UTC); never the secret"
+    )
+    add(show_webhook, (config.DATABASE, config.WEBHOOK_ACCOUNT), environ)
+    remove_webhook = webhook_commands.add_parser(
+        "remove", help="unsubscribe the account: its next events are not sent"
+    )
+    add(remove_webhook, (config.DATABASE, config.WEBHOOK_ACCOUNT), environ)
 
     seed = commands.add_parser("seed", help="create N open orders for load tests")
     add(seed, (config.DATABASE, config.ACCOUNT, config.COUNT, config.PREFIX), environ)
@@ -256,18 +277,78 @@ async def _create_account(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_no_account(database: str, account: str) -> int:
+    """The one line for an account that is not in the database, saying how to make it; exit 1."""
+    print(
+        f"hypertrack-gateway: error: no account {account!r} in"
+        f" {redacted(database)}; create one with `hypertrack-gateway accounts create"
+        f" --database {redacted(database)} {account}`"
+        + (" (or start `serve` once for the demo account)" if account == DEMO_ACCOUNT else ""),
+        file=sys.stderr,
+    )
+    return 1
+
+
+class _Said(NamedTuple):
+    """What a command says once its work is done: `out` for scripts, `note` for the person."""
+
+    out: str | None = None
+    note: str | None = None
+
+
+async def _set_webhook(store: EventStore, args: argparse.Namespace) -> _Said:
+    replaced = await store.webhook(args.account) is not None
+    secret = new_signing_secret()
+    await store.set_webhook(args.account, args.url, secret)
+    return _Said(
+        secret,
+        f"webhook of account {args.account!r} set"
+        + (" (replacing its previous URL and secret)" if replaced else "")
+        + "; the signing secret above is shown this once only and cannot be read back:"
+        " give it to the receiver",
+    )
+
+
+async def _show_webhook(store: EventStore, args: argparse.Namespace) -> _Said:
+    webhook = await store.webhook(args.account)
+    if webhook is None:
+        return _Said(note=f"account {args.account!r} has no webhook")
+    seconds, millis = divmod(webhook.created_at_ms, 1000)
+    return _Said(f"{webhook.url}\n{format_timestamp(seconds, millis * 1_000_000)}")
+
+
+async def _remove_webhook(store: EventStore, args: argparse.Namespace) -> _Said:
+    if await store.remove_webhook(args.account):
+        return _Said(f"removed the webhook of account {args.account!r}")
+    return _Said(f"account {args.account!r} had no webhook")
+
+
+_WEBHOOK_COMMANDS = {"set": _set_webhook, "show": _show_webhook, "remove": _remove_webhook}
+
+
+async def _webhooks(args: argparse.Namespace) -> int:
+    """`webhooks set`, `show` or `remove`, said once the store is closed. A script reads stdout
+    (set: the secret alone on its line; show: the URL, then when it was set); stderr explains."""
+    store = await open_store(args.database)
+    try:
+        if await store.account_secret_hash(args.account) is None:
+            return _say_no_account(args.database, args.account)
+        # Both stores keep the subscriptions too (store/events.py); open_store names the orders' side.
+        said = await _WEBHOOK_COMMANDS[args.webhooks_command](cast(EventStore, store), args)
+    finally:
+        await store.close()
+    if said.out is not None:
+        print(said.out, flush=True)
+    if said.note is not None:
+        print(f"hypertrack-gateway: {said.note}", file=sys.stderr)
+    return 0
+
+
 async def _seed(args: argparse.Namespace) -> int:
     store = await open_store(args.database)
     try:
         if await store.account_secret_hash(args.account) is None:
-            print(
-                f"hypertrack-gateway: error: no account {args.account!r} in"
-                f" {redacted(args.database)}; create one with `hypertrack-gateway accounts create"
-                f" --database {redacted(args.database)} {args.account}`"
-                + (" (or start `serve` once for the demo account)" if args.account == DEMO_ACCOUNT else ""),
-                file=sys.stderr,
-            )
-            return 1
+            return _say_no_account(args.database, args.account)
         created = await seed_orders(store, args.account, args.count, args.prefix)
     finally:
         await store.close()
@@ -292,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "http" and args.backend is None:
             parser.error("http needs --backend HOST:PORT (or HYPERTRACK_GATEWAY_BACKEND)")
         return _run_service_or_say_why(config.service_settings(args.command, args))
-    commands = {"accounts": _create_account, "seed": _seed, "migrate": _migrate}
+    commands = {"accounts": _create_account, "webhooks": _webhooks, "seed": _seed, "migrate": _migrate}
     try:
         return asyncio.run(commands[args.command](args))
     except Exception as error:

@@ -268,7 +268,8 @@ class DeliveryWorker:
             if self._stopping:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
 
     async def _claim_and_schedule(self) -> float:
         """Claim what is due, as far as there is room; how long to sleep before looking again."""

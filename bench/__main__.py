@@ -1,4 +1,4 @@
-"""`python -m bench`: the cancel benchmark of issue 5, printed as one table (see bench/README.md).
+"""`python -m bench`: the cancel benchmark (issues 5, 7, 14 and 15), printed as one table (see bench/README.md).
 
 Progress goes to stderr, the table to stdout. Exit status: 0 when every request of every
 measurement succeeded (whether or not the targets are met: they are reported, not enforced),
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from bench import gogateway
 from bench.load import LoadToolFailed
 from bench.processes import REPO, ServerFailed
 from bench.report import render, to_json
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: error: {workdir} exists; every run starts from fresh databases", file=sys.stderr)
         return 2
     try:
-        tools = ensure_tools()
+        tools = dataclasses.replace(ensure_tools(), grpc_gateway=gogateway.ensure_built())
         outcome = Bench(settings, tools, workdir).run()
     except (ToolMissing, ServerFailed, LoadToolFailed) as error:
         print(f"bench: error: {error}", file=sys.stderr)

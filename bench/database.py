@@ -1,4 +1,5 @@
-"""A fresh database for one server under test: its account, its credentials, and its seeded orders.
+"""A fresh database for one server under test: its account, its credentials, its seeded orders, and
+its webhook when a row needs one.
 
 Every pool of orders a measurement cancels gets its own handle prefix (`run1-embedded-0`, ...), so no
 measurement ever meets an order another one cancelled; the prefixes end in "-" and hold no digit
@@ -45,6 +46,14 @@ class Database:
         printed = run_gateway_command(["accounts", "create", "--database", url, ACCOUNT]).strip()
         account, _, secret = printed.rpartition("\n")[2].partition(":")
         return cls(url, account, secret)
+
+    def subscribe(self, url: str) -> None:
+        """The account's webhook to `url` (`hypertrack-gateway webhooks set`, as an operator would)."""
+        printed = run_gateway_command(
+            ["webhooks", "set", "--database", self.url, "--account", self.account, "--url", url]
+        )
+        if not printed.strip():
+            raise RuntimeError(f"webhooks set printed no signing secret for {self.account}")
 
     def seed(self, prefix: str, count: int) -> None:
         """`prefix0` ... `prefix<count-1>` as open orders (`hypertrack-gateway seed`)."""

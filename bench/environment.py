@@ -8,6 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from bench import gogateway
 from bench.tools import Tools
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,4 +49,5 @@ def describe(tools: Tools) -> dict[str, str]:
         "h2load": _output([str(tools.h2load), "--version"]),
         # A `go install`ed ghz calls itself "dev": its path says which one it is.
         "ghz": f"ghz {_output([str(tools.ghz), '--version'])} ({tools.ghz})",
+        **({"grpc_gateway": gogateway.describe()} if tools.grpc_gateway is not None else {}),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.load import LoadResult
 
@@ -20,6 +20,15 @@ METRICS: dict[str, Callable[[LoadResult], float | None]] = {
     "p99_ms": lambda r: r.p99_ms,
     "cpu_per_1k": lambda r: r.cpu_per_1k,
 }
+# CPU per 1,000 requests of a REST front end and of the gRPC process(es) behind it, apart; a row
+# without a backend has its front end's only.
+SPLIT_METRICS: dict[str, Callable[[LoadResult], float | None]] = {
+    "front_cpu_per_1k": lambda r: r.front_cpu_per_1k,
+    "backend_cpu_per_1k": lambda r: r.backend_cpu_per_1k,
+}
+ALL_METRICS = {**METRICS, **SPLIT_METRICS}
+# What a REST row is compared on with the reference front end (grpc-gateway) in the same run.
+VERSUS_METRICS = ("rps", "cpu_per_1k", "front_cpu_per_1k")
 
 
 def median(values: Sequence[float | None]) -> float | None:
@@ -33,6 +42,12 @@ def _ratio(value: float | None, ceiling: float | None) -> float | None:
     return value / ceiling
 
 
+def run_ratios(runs: Sequence[LoadResult], others: Sequence[LoadResult], metric: str) -> list[float | None]:
+    """`metric` of each run over the same metric of the other row in the same run."""
+    get = ALL_METRICS[metric]
+    return [_ratio(get(r), get(o)) for r, o in zip(runs, others, strict=True)]
+
+
 @dataclass(frozen=True)
 class VariantFigures:
     """One row: each metric's median over the runs and its median per-run ratio to the ceiling."""
@@ -42,18 +57,26 @@ class VariantFigures:
     medians: dict[str, float | None]
     ratios: dict[str, float | None]
     runs: int
+    cpu_split: dict[str, float | None] = field(default_factory=dict)  # SPLIT_METRICS, medians
+    versus: dict[str, float | None] = field(default_factory=dict)  # VERSUS_METRICS over the reference's
 
 
 def summarise(
-    key: str, label: str, runs: Sequence[LoadResult], ceiling_runs: Sequence[LoadResult] | None
+    key: str,
+    label: str,
+    runs: Sequence[LoadResult],
+    ceiling_runs: Sequence[LoadResult] | None,
+    reference_runs: Sequence[LoadResult] | None = None,
 ) -> VariantFigures:
-    """The row of a variant from its runs and, run by run, its ceiling's (None: it is a ceiling)."""
+    """The row of a variant from its runs and, run by run, its ceiling's (None: it is a ceiling) and
+    a reference row's (None: no reference for this row)."""
     medians = {name: median([metric(r) for r in runs]) for name, metric in METRICS.items()}
     if ceiling_runs is None:
         ratios: dict[str, float | None] = dict.fromkeys(METRICS, 1.0)
     else:
-        ratios = {
-            name: median([_ratio(metric(r), metric(c)) for r, c in zip(runs, ceiling_runs, strict=True)])
-            for name, metric in METRICS.items()
-        }
-    return VariantFigures(key, label, medians, ratios, len(runs))
+        ratios = {name: median(run_ratios(runs, ceiling_runs, name)) for name in METRICS}
+    split = {name: median([metric(r) for r in runs]) for name, metric in SPLIT_METRICS.items()}
+    versus = {}
+    if reference_runs is not None:
+        versus = {name: median(run_ratios(runs, reference_runs, name)) for name in VERSUS_METRICS}
+    return VariantFigures(key, label, medians, ratios, len(runs), split, versus)

@@ -49,9 +49,10 @@ GENERATED_PACKAGE = f"{GO_MODULE}/gen/ordersv1"
 GOOGLEAPIS_PACKAGE = "google.golang.org/genproto/googleapis/api/annotations"
 # protoc-gen-go-grpc is a module of its own; the other two plugins follow go.mod (see `_plugins`).
 PROTOC_GEN_GO_GRPC = "google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2"
+GATEWAY_MODULE = "github.com/grpc-ecosystem/grpc-gateway/v2"
 PLUGIN_OF_MODULE = {
     "google.golang.org/protobuf": "google.golang.org/protobuf/cmd/protoc-gen-go",
-    "github.com/grpc-ecosystem/grpc-gateway/v2": "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway",
+    GATEWAY_MODULE: f"{GATEWAY_MODULE}/protoc-gen-grpc-gateway",
 }
 # The generators, by the flag prefix protoc gives them (--go_out, --go-grpc_out, --grpc-gateway_out).
 GENERATORS = ("go", "go-grpc", "grpc-gateway")
@@ -228,6 +229,13 @@ def tidy() -> None:
         for name in ("go.mod", "go.sum"):
             shutil.copyfile(src / name, GO_SOURCE / name)
     _log("bench/grpcgateway/go.mod and go.sum updated")
+
+
+def describe() -> str:
+    """The grpc-gateway and Go versions the binary is built with, for the table's header."""
+    required = required_versions((GO_SOURCE / "go.mod").read_text())
+    go = _run([_go(), "version"]).split()
+    return f"grpc-gateway {required.get(GATEWAY_MODULE, '?')} ({go[2] if len(go) > 2 else 'go ?'})"
 
 
 def start(binary: Path, backend: str, log_dir: Path) -> ServerProcess:

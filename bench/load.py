@@ -52,6 +52,7 @@ class LoadResult:
     failure_sample: str = ""
     handles_used: int = 0
     server_cpu_s: float | None = None  # of the server processes, filled in by whoever measured it
+    backend_cpu_s: float | None = None  # the part of it spent by gRPC backends behind a REST front end
     database_cpu_s: float | None = None  # of the PostgreSQL server (all its processes), if one served it
 
     @property
@@ -63,6 +64,19 @@ class LoadResult:
         if self.server_cpu_s is None or self.requests == 0:
             return None
         return self.server_cpu_s / self.requests * 1000
+
+    @property
+    def front_cpu_per_1k(self) -> float | None:
+        """The front end's share: all of it when no backend served the requests."""
+        if self.server_cpu_s is None or self.requests == 0:
+            return None
+        return (self.server_cpu_s - (self.backend_cpu_s or 0.0)) / self.requests * 1000
+
+    @property
+    def backend_cpu_per_1k(self) -> float | None:
+        if self.backend_cpu_s is None or self.requests == 0:
+            return None
+        return self.backend_cpu_s / self.requests * 1000
 
     @property
     def database_cpu_per_1k(self) -> float | None:

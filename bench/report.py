@@ -6,7 +6,14 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from bench.suite import BY_KEY, ISSUE_NAIVE_SHARE, NAIVE_VARIANT, POSTGRES_VARIANTS, Outcome
+from bench.suite import (
+    BY_KEY,
+    GRPC_GATEWAY_VARIANT,
+    ISSUE_NAIVE_SHARE,
+    NAIVE_VARIANT,
+    POSTGRES_VARIANTS,
+    Outcome,
+)
 
 MIB = 2**20
 
@@ -34,7 +41,7 @@ def render(outcome: Outcome) -> str:
         "hypertrack-gateway benchmark: POST /orders/{handle}/cancel and OrdersService/CancelOrder",
         f"date {env['date']} | commit {env['commit']} | {env['cores']} cores ({env['usable_cores']} usable)"
         f" | {env['machine']}",
-        f"tools: {env['wrk']}; {env['h2load']}; {env['ghz']}",
+        f"tools: {env['wrk']}; {env['h2load']}; {env['ghz']}; {env.get('grpc_gateway', 'no grpc-gateway')}",
         f"load: {s.runs} run(s) of {s.duration_s} s per row; wrk -t{s.threads} -c{s.connections}; "
         f"ghz -c{s.connections} --connections {s.grpc_connections}; servers --log-level {s.server_log_level}; "
         "every cancel hits a fresh open order",
@@ -56,6 +63,8 @@ def render(outcome: Outcome) -> str:
     out += _table(header, rows)
     out += _naive_lines(outcome)
     out += _postgres_lines(outcome)
+    out += _webhook_lines(outcome)
+    out += _versus_grpc_gateway(outcome)
 
     if outcome.fixed:
         fixed_rows = []
@@ -75,6 +84,8 @@ def render(outcome: Outcome) -> str:
         out += ["", *_table(header, fixed_rows)]
         tools = "; ".join(f"{BY_KEY[f.variant].label}: {f.tool}" for f in outcome.fixed)
         out.append(f"  (one run each, the ceiling at the same rate; {tools})")
+
+    out += _delivery_lines(outcome)
 
     e = outcome.encoders
     encoder_rows = [
@@ -104,7 +115,7 @@ def render(outcome: Outcome) -> str:
                                 f"{(rss / first - 1) * 100:+.1f}%"])  # fmt: skip
         out += ["", *_table(["Memory of a fresh serve (RSS)", "cancels", "MiB", "vs first"], memory_rows)]
 
-    out += ["", "Targets (median of the runs; ratios within one run)"]
+    out += ["", "Targets (issues 15, 14 and 5; a ratio of two rows is the median of their per-run ratios)"]
     out += [f"  {t.describe()}" for t in outcome.targets]
     failures = outcome.failures
     total = sum(m.result.requests for m in outcome.measurements)
@@ -149,6 +160,68 @@ def _naive_lines(outcome: Outcome) -> list[str]:
     ]
 
 
+def _versus_grpc_gateway(outcome: Outcome) -> list[str]:
+    """Every REST row as a ratio to grpc-gateway's in the same run, with the CPU of front end and
+    gRPC process apart (issue 15)."""
+    rows = []
+    for row in outcome.rows:
+        if not row.versus:
+            continue
+        v, split = row.versus, row.cpu_split
+        backend = split["backend_cpu_per_1k"]
+        rows.append([
+            row.label, _num(row.medians["rps"], 0), _num(v["rps"], 2), _num(row.medians["cpu_per_1k"], 3),
+            _num(v["cpu_per_1k"], 2), _num(split["front_cpu_per_1k"], 3), _num(backend, 3),
+            "-" if backend is None else _num(v["front_cpu_per_1k"], 2),
+        ])  # fmt: skip
+    if not rows:
+        return []
+    label = BY_KEY[GRPC_GATEWAY_VARIANT].label
+    header = ["REST rows next to grpc-gateway (Go) -> the same grpc", "req/s", "x grpc-gw", "CPU s/1k req",
+              "x grpc-gw", "front end", "grpc", "front x grpc-gw's"]  # fmt: skip
+    return [
+        "",
+        *_table(header, rows),
+        f"  (x grpc-gw: the row's figure over '{label}' in the same run, median of the runs; CPU s/1k req"
+        " counts every gateway process of the row, split into the REST front end and the grpc process(es)"
+        " behind it)",
+    ]
+
+
+def _webhook_lines(outcome: Outcome) -> list[str]:
+    """Under the closed-loop table: the subscribed row's deliveries."""
+    w = outcome.webhook
+    if w is None:
+        return []
+    r = w.received
+    slowest = max(w.catch_up_s, default=0.0)
+    return [
+        f"  webhook subscribed: {w.cancels} cancels answered, {r.events} events delivered to the receiver in"
+        f" {r.deliveries} POSTs ({r.repeated_deliveries} repeated delivery ids, {r.unsigned} unsigned);"
+        f" after a measurement the receiver had them all within {slowest:.2f} s"
+    ]
+
+
+def _delivery_lines(outcome: Outcome) -> list[str]:
+    d = outcome.delivery
+    if d is None:
+        return []
+    r = d.received
+    per_post = r.events / r.deliveries if r.deliveries else None
+    row = [
+        "a backlog drained by a fresh serve", str(d.events), str(r.events), str(r.deliveries), _num(per_post, 1),
+        _num(r.seconds, 2), _num(d.events_per_s, 0), _num(d.cpu_per_1k, 3),
+    ]  # fmt: skip
+    header = ["Webhook delivery to a fast receiver", "events", "delivered", "POSTs", "per POST", "seconds",
+              "events/s", "CPU s/1k events"]  # fmt: skip
+    return [
+        "",
+        *_table(header, [row]),
+        "  (events made by cancels with no delivery worker running; the receiver holds the deliveries until the"
+        " serve's banner is out: seconds from then to the last POST, and the serve process's CPU over them)",
+    ]
+
+
 def _postgres_header(outcome: Outcome) -> list[str]:
     """The settings of the PostgreSQL rows; when they were skipped, the table says so under its rows."""
     return [] if outcome.postgres is None else [f"postgresql: {outcome.postgres.server.describe()}"]
@@ -175,10 +248,15 @@ def to_json(outcome: Outcome) -> dict[str, Any]:
     raw = dataclasses.asdict(outcome)
     raw["failures"] = outcome.failures
     raw["targets"] = [{**dataclasses.asdict(t), "met": t.met} for t in outcome.targets]
+    if outcome.delivery is not None:
+        raw["delivery"].update(
+            events_per_s=outcome.delivery.events_per_s, cpu_per_1k=outcome.delivery.cpu_per_1k
+        )
     for measurement, m in zip(raw["measurements"], outcome.measurements, strict=True):
         measurement["result"].update(
-            rps=m.result.rps, cpu_per_1k=m.result.cpu_per_1k, database_cpu_per_1k=m.result.database_cpu_per_1k
-        )
+            rps=m.result.rps, cpu_per_1k=m.result.cpu_per_1k, front_cpu_per_1k=m.result.front_cpu_per_1k,
+            backend_cpu_per_1k=m.result.backend_cpu_per_1k, database_cpu_per_1k=m.result.database_cpu_per_1k,
+        )  # fmt: skip
     raw["encoders"].update(
         speedup_over_message_to_json=outcome.encoders.speedup_over_message_to_json,
         speedup_over_compact_message_to_json=outcome.encoders.speedup_over_compact_message_to_json,

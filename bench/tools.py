@@ -29,6 +29,7 @@ class Tools:
     wrk: Path
     h2load: Path
     ghz: Path
+    grpc_gateway: Path | None = None  # built apart (bench/gogateway.py): only `python -m bench` needs it
 
 
 def _log(message: str) -> None:

@@ -10,9 +10,10 @@
 //
 // The JSON options are the ones a user would pick to come close to our shape: proto field names
 // (snake_case) and every field written, set or not. The rest is protojson's default, which is not
-// the contract's: enums as their proto names, int64 as strings, timestamps in RFC 3339 with as many
-// fractional digits as needed, GeoJSON points and polylines as the messages they are stored in.
-// The row measures speed, not shape.
+// the contract's: enums as their proto names, unset fields as null or zero values, timestamps in
+// RFC 3339 with 0, 3, 6 or 9 fractional digits, GeoJSON points, polylines, timeline entries and
+// metadata as the messages they are kept in (metadata's integers as int64 strings). The row
+// measures speed, not shape (bench/README.md lists the differences).
 package main
 
 import (

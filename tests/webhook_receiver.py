@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ class Received:
     path: str
     headers: CIMultiDictProxy[str]
     body: bytes
+    arrived: float
+    """time.monotonic() when the whole request had arrived."""
 
     @property
     def delivery_id(self) -> str:
@@ -59,7 +62,8 @@ class WebhookReceiver:
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        received = Received(request.method, request.path_qs, request.headers, await request.read())
+        body = await request.read()
+        received = Received(request.method, request.path_qs, request.headers, body, time.monotonic())
         status = self.statuses.pop(0) if self.statuses else self.default_status
         async with self._changed:
             self.requests.append(received)

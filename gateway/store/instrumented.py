@@ -3,15 +3,28 @@
 The callback (`observe(operation, seconds)`, such as `Metrics.observe_store`) is passed in, so the
 store package knows nothing of how the figures are kept or exported; so is the one that starts an
 operation's trace span (`span(operation)`), when tracing is on.
+
+The event side (events.py) is timed the same way, by the same names as its methods; registering a
+listener is no operation and goes straight through.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from gateway.store.base import Decide, DecideInsertion, OrderStore, StoredRecord
+from gateway.store.events import (
+    ClaimedDelivery,
+    DeliveryOutcome,
+    EventQuery,
+    EventStore,
+    OutboxStats,
+    ReplayedEvent,
+    StoredEvent,
+    Webhook,
+)
 
 T = TypeVar("T")
 
@@ -29,10 +42,13 @@ StartSpan = Callable[[str], OperationSpan | None]
 
 
 class InstrumentedStore:
-    """An OrderStore that reports how long each operation of `store` took to `observe`."""
+    """An OrderStore and EventStore that reports how long each operation of `store` took to
+    `observe`."""
 
     def __init__(self, store: OrderStore, observe: Observe, *, span: StartSpan | None = None) -> None:
         self._store = store
+        # Every store kind is both; the assembly still names the one it opens an OrderStore.
+        self._events = cast(EventStore, store)
         self._observe = observe
         self._span = span
 
@@ -84,3 +100,70 @@ class InstrumentedStore:
 
     async def close(self) -> None:
         await self._store.close()
+
+    # --- EventStore -----------------------------------------------------------------------------
+
+    async def last_event_id(self) -> int:
+        return await self._timed("last_event_id", self._events.last_event_id)
+
+    async def events_after(
+        self, after_id: int, *, limit: int, account_id: str | None = None
+    ) -> list[StoredEvent]:
+        return await self._timed(
+            "events_after",
+            lambda: self._events.events_after(after_id, limit=limit, account_id=account_id),
+        )
+
+    async def order_events(
+        self, account_id: str, order_handle: str, query: EventQuery, *, deadline: float
+    ) -> list[ReplayedEvent]:
+        return await self._timed(
+            "order_events",
+            lambda: self._events.order_events(account_id, order_handle, query, deadline=deadline),
+        )
+
+    def on_events_committed(self, listener: Callable[[], None]) -> None:
+        self._events.on_events_committed(listener)
+
+    async def claim_deliveries(
+        self,
+        owner: str,
+        *,
+        now_ms: int,
+        lease_ms: int,
+        max_deliveries: int,
+        max_events: int,
+    ) -> list[ClaimedDelivery]:
+        return await self._timed(
+            "claim_deliveries",
+            lambda: self._events.claim_deliveries(
+                owner,
+                now_ms=now_ms,
+                lease_ms=lease_ms,
+                max_deliveries=max_deliveries,
+                max_events=max_events,
+            ),
+        )
+
+    async def finish_delivery(self, owner: str, delivery_id: str, outcome: DeliveryOutcome) -> bool:
+        return await self._timed(
+            "finish_delivery", lambda: self._events.finish_delivery(owner, delivery_id, outcome)
+        )
+
+    async def release_deliveries(self, owner: str) -> int:
+        return await self._timed("release_deliveries", lambda: self._events.release_deliveries(owner))
+
+    async def next_delivery_due_ms(self) -> int | None:
+        return await self._timed("next_delivery_due_ms", self._events.next_delivery_due_ms)
+
+    async def outbox_stats(self) -> OutboxStats:
+        return await self._timed("outbox_stats", self._events.outbox_stats)
+
+    async def set_webhook(self, account_id: str, url: str, secret: str) -> None:
+        await self._timed("set_webhook", lambda: self._events.set_webhook(account_id, url, secret))
+
+    async def webhook(self, account_id: str) -> Webhook | None:
+        return await self._timed("webhook", lambda: self._events.webhook(account_id))
+
+    async def remove_webhook(self, account_id: str) -> bool:
+        return await self._timed("remove_webhook", lambda: self._events.remove_webhook(account_id))

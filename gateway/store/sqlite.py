@@ -24,10 +24,17 @@ has, and does not wait for the filesystem's journal as well, as one that lengthe
 The files are private: a directory made for the database is 0700, a database created here
 0600, and SQLite gives its -wal, -shm and -journal files the database's own mode. An existing
 database open to other users is left as it is, with a warning.
+
+The outbox of order events (store/events.py) lives in the same file: a change's event is one more
+INSERT in the change's own savepoint, so it commits or rolls back with it, and its id, given out
+under the write lock, is its place in the commit order. The event SQL is in sqlite_events.py.
+Listeners hear of the commits of this process only: SQLite tells no other process of a commit, so
+a watcher of another process's events must poll.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -39,7 +46,17 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from gateway.domain.errors import Unavailable
+from gateway.store import sqlite_events
 from gateway.store.base import Decide, DecideInsertion, HandleRow, StoredRecord
+from gateway.store.events import (
+    ClaimedDelivery,
+    DeliveryOutcome,
+    EventQuery,
+    OutboxStats,
+    ReplayedEvent,
+    StoredEvent,
+    Webhook,
+)
 from gateway.store.sqlite_batch import WriteBatcher
 from gateway.store.sqlite_schema import migrate
 
@@ -53,6 +70,8 @@ answered changes (never half of one)."""
 
 MIGRATION_BUSY_TIMEOUT_MS = 30_000
 PING_WAIT_S = 0.2
+EVENT_WRITE_WAIT_S = 10.0
+"""How long the outbox's own writes (claims, outcomes, subscriptions) wait for a busy database."""
 CHECKPOINT_INTERVAL_S = 0.1
 RESTART_FRAMES = 4000  # about 16 MB of log
 RESTART_WAIT_MS = 1000
@@ -235,8 +254,12 @@ class WalCheckpointer:
         self._thread.join()
 
 
+def _unreadable() -> Unavailable:
+    return Unavailable("STORE_UNAVAILABLE", "the database cannot be read")
+
+
 class SqliteStore:
-    """OrderStore over one SQLite file. Open with `await SqliteStore.open(path)`."""
+    """OrderStore and EventStore over one SQLite file. Open with `await SqliteStore.open(path)`."""
 
     def __init__(
         self, writer: sqlite3.Connection, reader: sqlite3.Connection, path: Path, synchronous: Synchronous
@@ -245,8 +268,15 @@ class SqliteStore:
         self._db = reader
         self.path = path
         self.synchronous = synchronous
+        self._listeners: list[Callable[[], None]] = []
+        # Set by a write that added events, cleared when the commit that holds them tells the
+        # listeners. A batch that fails after it was set makes the next commit tell them for
+        # nothing: a wake-up only, which costs a read.
+        self._events_written = False
         # Only a COMMIT that syncs is worth the thread hop; without the sync it takes microseconds.
-        self._batcher = WriteBatcher(writer, commit_in_thread=synchronous == "full")
+        self._batcher = WriteBatcher(
+            writer, commit_in_thread=synchronous == "full", after_commit=self._after_commit
+        )
         (wal_limit,) = writer.execute("PRAGMA journal_size_limit").fetchone()
         self._checkpointer = WalCheckpointer(path, limit_bytes=wal_limit)
 
@@ -300,6 +330,14 @@ class SqliteStore:
         """Run `work` in a write transaction: the next group commit (see WriteBatcher)."""
         return await self._batcher.submit(work, deadline)
 
+    def _after_commit(self) -> None:
+        if not self._events_written:
+            return
+        self._events_written = False
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.call_soon(listener)  # one that raises is the loop's to report, not the batch's
+
     @staticmethod
     def _records(db: sqlite3.Connection, account_id: str, handle: str) -> list[StoredRecord]:
         rows = db.execute(_SELECT_RECORDS, (account_id, handle)).fetchall()
@@ -320,7 +358,12 @@ class SqliteStore:
             decision = decide(self._records(db, account_id, order_handle))
             write = decision.write
             if write is not None:
-                db.execute(_UPDATE_RECORD, (write.status, write.body, _now_ms(), write.row_id))
+                now = _now_ms()
+                db.execute(_UPDATE_RECORD, (write.status, write.body, now, write.row_id))
+                event = decision.event
+                if event is not None:
+                    sqlite_events.insert_event(db, account_id, order_handle, event, now)
+                    self._events_written = True
             return decision.answer
 
         return await self._write(work, deadline)
@@ -369,6 +412,96 @@ class SqliteStore:
             db.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchall()
 
         await self._write(probe, time.monotonic() + PING_WAIT_S)
+
+    # --- EventStore: the stream and the replay read; delivery and subscriptions write ---------
+
+    async def last_event_id(self) -> int:
+        try:
+            return sqlite_events.last_event_id(self._db)
+        except sqlite3.OperationalError as error:
+            raise _unreadable() from error
+
+    async def events_after(
+        self, after_id: int, *, limit: int, account_id: str | None = None
+    ) -> list[StoredEvent]:
+        try:
+            return sqlite_events.events_after(self._db, after_id, limit, account_id)
+        except sqlite3.OperationalError as error:
+            raise _unreadable() from error
+
+    async def order_events(
+        self, account_id: str, order_handle: str, query: EventQuery, *, deadline: float
+    ) -> list[ReplayedEvent]:
+        try:
+            return sqlite_events.order_events(self._db, account_id, order_handle, query)
+        except sqlite3.OperationalError as error:
+            raise _unreadable() from error
+
+    def on_events_committed(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    async def claim_deliveries(
+        self,
+        owner: str,
+        *,
+        now_ms: int,
+        lease_ms: int,
+        max_deliveries: int,
+        max_events: int,
+    ) -> list[ClaimedDelivery]:
+        def work(db: sqlite3.Connection) -> list[ClaimedDelivery]:
+            return sqlite_events.claim_deliveries(
+                db,
+                owner,
+                now_ms=now_ms,
+                lease_ms=lease_ms,
+                max_deliveries=max_deliveries,
+                max_events=max_events,
+            )
+
+        return await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
+
+    async def finish_delivery(self, owner: str, delivery_id: str, outcome: DeliveryOutcome) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            return sqlite_events.finish_delivery(db, owner, delivery_id, outcome, _now_ms())
+
+        return await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
+
+    async def release_deliveries(self, owner: str) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            return sqlite_events.release_deliveries(db, owner)
+
+        return await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
+
+    async def next_delivery_due_ms(self) -> int | None:
+        try:
+            return sqlite_events.next_delivery_due_ms(self._db)
+        except sqlite3.OperationalError as error:
+            raise _unreadable() from error
+
+    async def outbox_stats(self) -> OutboxStats:
+        try:
+            return sqlite_events.outbox_stats(self._db)
+        except sqlite3.OperationalError as error:
+            raise _unreadable() from error
+
+    async def set_webhook(self, account_id: str, url: str, secret: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            sqlite_events.set_webhook(db, account_id, url, secret, _now_ms())
+
+        await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
+
+    async def webhook(self, account_id: str) -> Webhook | None:
+        try:
+            return sqlite_events.webhook(self._db, account_id)
+        except sqlite3.OperationalError as error:
+            raise _unreadable() from error
+
+    async def remove_webhook(self, account_id: str) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            return sqlite_events.remove_webhook(db, account_id)
+
+        return await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
 
     async def close(self) -> None:
         await self._batcher.finish()

@@ -73,13 +73,21 @@ class WriteBatcher:
     """Runs the writes submitted to one connection in batches, one transaction per batch.
 
     With `commit_in_thread` the connection must allow other threads (`check_same_thread=False`):
-    the COMMIT runs on the commit thread, everything else on the event loop's."""
+    the COMMIT runs on the commit thread, everything else on the event loop's. `after_commit` is
+    called on the event loop after each COMMIT that succeeded, once its writes are answered: the one
+    place that sees every commit, whether or not its callers are still waiting for theirs."""
 
     def __init__(
-        self, db: sqlite3.Connection, pacer: CommitPacer | None = None, *, commit_in_thread: bool = False
+        self,
+        db: sqlite3.Connection,
+        pacer: CommitPacer | None = None,
+        *,
+        commit_in_thread: bool = False,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._pacer = pacer or CommitPacer()
+        self._after_commit = after_commit
         self._waiting: list[_Write] = []
         # A run of the batch is due (next loop turn, or after a busy pause), or a COMMIT is under way.
         self._scheduled = False
@@ -142,7 +150,7 @@ class WriteBatcher:
             if isinstance(error, sqlite3.Error):
                 return
             raise
-        _answer(done)
+        self._committed_ok(done)
 
     def _commit_in_thread(self, batch: list[_Write], done: list[_Write]) -> None:
         """COMMIT on the commit thread; the batch is answered when it returns. Until then no batch
@@ -167,13 +175,18 @@ class WriteBatcher:
         else:
             self._scheduled = False
         if error is None:
-            _answer(done)
+            self._committed_ok(done)
             return
         # As in _run_batch: nothing of the batch is kept, and every write still waiting hears so.
         self._rollback()
         _fail(batch, _not_written, error)
         if not isinstance(error, sqlite3.Error):
             raise error
+
+    def _committed_ok(self, done: list[_Write]) -> None:
+        _answer(done)
+        if self._after_commit is not None:
+            self._after_commit()
 
     async def finish(self) -> None:
         """Wait for a COMMIT under way, so that the connection can be closed."""

@@ -79,6 +79,25 @@ class MinimumRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RangeRule:
+    """An integer from `minimum` to `maximum`."""
+
+    minimum: int
+    maximum: int
+    required: bool = False
+
+    @property
+    def description(self) -> str:
+        return f"An integer from {self.minimum} to {self.maximum}."
+
+    def check(self, field: str, value: int, violations: list[FieldViolation]) -> None:
+        if not self.minimum <= value <= self.maximum:
+            violations.append(
+                FieldViolation(field, f"must be an integer from {self.minimum} to {self.maximum}")
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class CountRule:
     """A repeated field of `min_items` to `max_items` elements, called `noun` in messages."""
 
@@ -109,13 +128,15 @@ class PresenceRule:
         return ""  # nothing beyond being required
 
 
-FieldRule: TypeAlias = TextRule | MinimumRule | CountRule | PresenceRule
+FieldRule: TypeAlias = TextRule | MinimumRule | RangeRule | CountRule | PresenceRule
 
 HANDLE = TextRule(1, MAX_HANDLE_LENGTH, required=True)
 TEXT = TextRule(0, MAX_TEXT_LENGTH)
 NON_NEGATIVE = MinimumRule(0)
 POSITIVE = MinimumRule(1)
 ORDERS_PER_ROUTE = CountRule(1, MAX_ORDERS_PER_ROUTE, "orders", required=True)
+MAX_PAGE_SIZE = 100
+PAGE_SIZE = RangeRule(1, MAX_PAGE_SIZE)
 
 # What the domain refuses beyond the JSON shape, by request field name: every request message uses
 # these names for the same thing (validate_track_request, check_query). Only what the service
@@ -134,6 +155,7 @@ REQUEST_FIELD_RULES: Mapping[str, FieldRule] = MappingProxyType(
         "expected_service_time": NON_NEGATIVE,
         "capacity_used": NON_NEGATIVE,
         "radius": POSITIVE,
+        "limit": PAGE_SIZE,
         "orders": ORDERS_PER_ROUTE,
         "track_mode": PresenceRule(),
         "destination": PresenceRule(),

@@ -5,12 +5,14 @@ google.api.http rules (gateway/rest/rules.py); the schemas from the message desc
 mapping's own records (gateway/jsonmap: scalars, enums and the special shapes, each holding its
 encoder, decoder and schema); the request fields' limits from the domain's rule table
 (gateway/domain/validation.py); the error statuses from gateway/rest/errors.py and body.py; the
-operational routes from gateway/rest/ops.py; the descriptions from the proto comments.
+operational routes from gateway/rest/ops.py; the webhook's headers and retries from gateway/events;
+the descriptions from the proto comments.
 
 - comments.py: the proto comments, from the descriptor set shipped with the package
 - schemas.py: messages and enums -> `components.schemas`
 - paths.py: REST calls and operational routes -> `paths`
 - errors.py: the error bodies and the failures each operation lists
+- webhooks.py: what the gateway POSTs to an account's webhook (the top-level `webhooks`)
 - document.py: the document
 """
 

@@ -11,6 +11,7 @@ from gateway.openapi.comments import Comments, described
 from gateway.openapi.errors import REQUEST_ID_HEADER, error_responses, error_schemas
 from gateway.openapi.paths import OPS_TAG, api_paths, ops_paths, response_root
 from gateway.openapi.schemas import SchemaRegistry, reachable
+from gateway.openapi.webhooks import webhooks
 from gateway.protos import SERVICE_DESCRIPTOR
 from gateway.rest.rules import rest_calls
 
@@ -56,6 +57,7 @@ def build_document(
     tag = service.name
     paths = api_paths(registry, calls, tag)
     paths.update(ops_paths(admin_routes=admin_routes))
+    sent = webhooks(registry)
     description = comments.of(service.full_name)
     return {
         "openapi": OPENAPI_VERSION,
@@ -76,6 +78,7 @@ def build_document(
         ],
         "security": [{SECURITY_SCHEME: []}],
         "paths": paths,
+        "webhooks": sent,
         "components": {
             "schemas": dict(sorted(registry.schemas.items())),
             "responses": error_responses(),

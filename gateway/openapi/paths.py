@@ -60,6 +60,11 @@ def _parameter(
     if description:
         parameter["description"] = description
     parameter["required"] = required
+    if field_descriptor.is_repeated:
+        # One parameter holding a comma-separated list (`value=cancelled,completed`), as
+        # gateway/rest/query.py reads it; the same name given twice is refused.
+        parameter["style"] = "form"
+        parameter["explode"] = False
     parameter["schema"] = registry.parameter_schema(field_descriptor)
     return parameter
 

@@ -26,14 +26,15 @@ from gateway.domain.validation import (
     FieldRule,
     MinimumRule,
     PresenceRule,
+    RangeRule,
     TextRule,
 )
-from gateway.jsonmap.contracts import Direction, MessageShape, Schema
+from gateway.jsonmap.contracts import Direction, FieldShape, MessageShape, Schema
 from gateway.jsonmap.encode import null_when_unset
 from gateway.jsonmap.enums import enum_names
 from gateway.jsonmap.flatoneof import FlatOneof
 from gateway.jsonmap.scalars import scalar_schema
-from gateway.jsonmap.shapes import FLATTENED_ONEOFS, MESSAGE_SHAPES
+from gateway.jsonmap.shapes import FLATTENED_ONEOFS, MESSAGE_SHAPES, field_shape
 from gateway.openapi.comments import Comments, described
 
 # Any Unicode but control characters (category Cc): what TextRule checks.
@@ -47,6 +48,8 @@ def rule_keywords(rule: FieldRule) -> Schema:
         return {**length, "maxLength": rule.max_length, "pattern": _NO_CONTROL_CHARACTERS}
     if isinstance(rule, MinimumRule):
         return {"minimum": rule.minimum}
+    if isinstance(rule, RangeRule):
+        return {"minimum": rule.minimum, "maximum": rule.maximum}
     if isinstance(rule, CountRule):
         return {"minItems": rule.min_items, "maxItems": rule.max_items}
     if isinstance(rule, PresenceRule):
@@ -130,6 +133,16 @@ class SchemaRegistry:
 
     # --- enums and parameters --------------------------------------------------------------------
 
+    def field_shape_ref(self, own: FieldShape) -> Schema:
+        """A reference to the response schema of a shape a field option asks for (`TimestampMicros`).
+        Only responses differ: the decoder reads such a field as any of its message type."""
+        key = (own.name, Direction.RESPONSE)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = self._unique_name(own.name, own.name)
+            self.schemas[name] = own.shape.schema(self, Direction.RESPONSE)
+        return ref(name)
+
     def enum_ref(self, enum: EnumDescriptor) -> Schema:
         """An enum as the JSON names of its values without the zero one: what an implicit field writes
         and accepts (the zero value is never written, and refused in requests)."""
@@ -143,9 +156,15 @@ class SchemaRegistry:
 
     def parameter_schema(self, field_descriptor: FieldDescriptor) -> Schema:
         """A path or query parameter, as gateway/rest/query.py types it: an enum never as its zero
-        value, a scalar with the domain's rule for it."""
+        value, a repeated enum as a list of at least one (a comma-separated one: the parameter's
+        style), a timestamp as a request's, a scalar with the domain's rule for it."""
+        if field_descriptor.message_type is not None:
+            return self.message_ref(field_descriptor.message_type, Direction.REQUEST)
         if field_descriptor.enum_type is not None:
-            return self.enum_ref(field_descriptor.enum_type)
+            names = self.enum_ref(field_descriptor.enum_type)
+            if field_descriptor.is_repeated:
+                return {"type": "array", "items": names, "minItems": 1}
+            return names
         rule = REQUEST_FIELD_RULES.get(field_descriptor.name)
         keywords = rule_keywords(rule) if rule is not None else {}
         return {**scalar_schema(field_descriptor), **keywords}
@@ -199,6 +218,9 @@ class SchemaRegistry:
                 raise TypeError(
                     f"{field_descriptor.full_name}: map fields have no JSON mapping in this gateway"
                 )
+            own = field_shape(field_descriptor)
+            if own is not None and direction is Direction.RESPONSE:
+                return self.field_shape_ref(own)
             return self.message_ref(field_descriptor.message_type, direction)
         if field_descriptor.enum_type is not None:
             if with_zero:

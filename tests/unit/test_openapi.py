@@ -23,8 +23,10 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from gateway.calls.events import order_event
 from gateway.demo import reference_order
 from gateway.domain.tracking import build_orders
+from gateway.events.signing import signature_header
 from gateway.jsonmap import decode, encode
 from gateway.jsonmap.contracts import Direction
 from gateway.jsonmap.scalars import INTEGER_RANGES
@@ -34,7 +36,7 @@ from gateway.observability.metrics import Metrics
 from gateway.openapi import Comments, build_document, openapi_document, openapi_path
 from gateway.openapi.document import SERVERS
 from gateway.openapi.schemas import SchemaRegistry
-from gateway.protos import SERVICE_DESCRIPTOR, json_pb2, orders_service_pb2
+from gateway.protos import SERVICE_DESCRIPTOR, events_pb2, json_pb2, orders_service_pb2
 from gateway.rest import body
 from gateway.rest.errors import HTTP_STATUS, error_body, validation_error
 from gateway.rest.ops import ADMIN_ROUTES, DOCS, OPS_ROUTES, ops_routes
@@ -207,6 +209,7 @@ def test_paths_and_statuses_of_the_contract() -> None:
         "CancelOrder": ("POST", "/orders/{order_handle}/cancel"),
         "CompleteOrder": ("POST", "/orders/{order_handle}/complete"),
         "DisableOrder": ("POST", "/orders/{order_handle}/disable"),
+        "ListOrderWebhooks": ("GET", "/orders/{order_handle}/webhooks"),
     }
     statuses = {name: set(operation(c)["responses"]) for name, c in by_name.items()}
     assert "201" in statuses["TrackOrders"]
@@ -215,6 +218,8 @@ def test_paths_and_statuses_of_the_contract() -> None:
         assert {"200", "401", "404", "409", "413", "415", "422"} <= statuses[name]
     assert {"200", "401", "404", "422"} <= statuses["GetOrder"]
     assert not {"409", "413", "415"} & statuses["GetOrder"]  # no change, no body
+    assert {"200", "401", "422"} <= statuses["ListOrderWebhooks"]
+    assert not {"409", "413", "415"} & statuses["ListOrderWebhooks"]
 
 
 def test_query_parameters_are_typed_as_the_query_parser_reads_them() -> None:
@@ -239,7 +244,7 @@ def test_request_bodies() -> None:
             assert body["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/TrackOrdersRequest"
             }
-        elif call.name == "GetOrder":
+        elif call.name in ("GetOrder", "ListOrderWebhooks"):
             assert body is None
         else:  # cancel, complete, disable: absent, {} or {"metadata": {...}}
             assert body is not None
@@ -259,7 +264,10 @@ def test_success_responses_are_the_response_body_field() -> None:
     for call in CALLS:
         success = operation(call)["responses"][str(call.success_status)]
         schema = success["content"]["application/json"]["schema"]
-        expected = "TrackOrdersResponse" if call.name == "TrackOrders" else "Order"
+        expected = {
+            "TrackOrders": "TrackOrdersResponse",
+            "ListOrderWebhooks": "ListOrderWebhooksResponse",
+        }.get(call.name, "Order")
         assert schema == {"$ref": f"#/components/schemas/{expected}"}
         assert success["headers"]["X-Request-ID"] == {"$ref": "#/components/headers/RequestId"}
 
@@ -408,6 +416,59 @@ def messages(descriptor: Descriptor) -> st.SearchStrategy[Message]:
 def test_whatever_the_encoder_writes_validates_against_the_response_schema(response: Message) -> None:
     encoded = orjson.loads(orjson.dumps(encode(response)))  # as a client reads it
     assert errors_of("TrackOrdersResponse", encoded) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages(orders_service_pb2.ListOrderWebhooksResponse.DESCRIPTOR))
+def test_whatever_the_replay_writes_validates_against_its_schema(response: Message) -> None:
+    encoded = orjson.loads(orjson.dumps(encode(response)))
+    assert errors_of("ListOrderWebhooksResponse", encoded) == []
+
+
+def test_real_events_validate_with_six_fractional_digits() -> None:
+    event = order_event("demo", reference_order(), 1698287400123000, 1698287400123456)
+    written = encode(event)
+    assert errors_of("OrderEvent", written) == []
+    assert written["created_at"] == "2023-10-26T02:30:00.123456Z"  # type: ignore[index,call-overload]
+    webhook = events_pb2.OrderWebhook.FromString(event.SerializeToString())
+    webhook.delivery_http_status = 500
+    webhook.retry_count = 1
+    page = {"webhooks": [encode(webhook)], "pagination_token": None}
+    assert errors_of("ListOrderWebhooksResponse", page) == []
+    # Three digits are an order's, not an event's.
+    wrong = {**written, "created_at": "2023-10-26T02:30:00.123Z"}  # type: ignore[dict-item]
+    assert errors_of("OrderEvent", wrong)
+
+
+def test_the_replay_parameters_are_typed_as_the_query_parser_reads_them() -> None:
+    replay = next(c for c in CALLS if c.name == "ListOrderWebhooks")
+    parameters = {p["name"]: p for p in operation(replay)["parameters"]}
+    value = parameters["value"]
+    assert (value["style"], value["explode"]) == ("form", False)  # value=cancelled,completed
+    assert value["schema"]["type"] == "array" and value["schema"]["minItems"] == 1
+    assert "cancelled" in resolve(value["schema"]["items"])["enum"]
+    for name in ("from_time", "to_time"):
+        instant = resolve(parameters[name]["schema"])
+        assert (instant["type"], instant["format"]) == ("string", "date-time")
+    limit = parameters["limit"]["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 100)  # the domain's PAGE_SIZE
+    assert resolve(parameters["sort_direction"]["schema"])["enum"] == ["asc", "desc"]
+    assert parameters["pagination_token"]["schema"] == {"type": "string"}
+    # Only the repeated field is a list.
+    assert [name for name, p in parameters.items() if "explode" in p] == ["value"]
+
+
+def test_the_webhook_is_documented_with_its_body_and_headers() -> None:
+    post = DOCUMENT["webhooks"]["orderEvents"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/OrderEvent"}}
+    headers = {p["name"]: p for p in post["parameters"]}
+    assert set(headers) == {"X-HyperTrack-Delivery-Id", "X-HyperTrack-Signature"}
+    assert all(p["in"] == "header" and p["required"] for p in headers.values())
+    signed = signature_header("whsec_x", b"[]", timestamp=1698287400)
+    assert Draft202012Validator(headers["X-HyperTrack-Signature"]["schema"]).is_valid(signed)
+    assert set(post["responses"]) == {"2XX", "4XX", "default"}
+    assert post["security"] == []  # the receiver is the partner's
 
 
 def test_real_orders_validate() -> None:

@@ -98,9 +98,12 @@ def test_the_service_has_the_calls_of_the_contract() -> None:
         ("POST", "/orders/{order_handle}/cancel"): "CancelOrder",
         ("POST", "/orders/{order_handle}/complete"): "CompleteOrder",
         ("POST", "/orders/{order_handle}/disable"): "DisableOrder",
+        ("GET", "/orders/{order_handle}/webhooks"): "ListOrderWebhooks",
     }
     assert CALLS["TrackOrders"].success_status == 201
-    assert {CALLS[name].success_status for name in ("GetOrder", *TARGETED)} == {200}
+    assert {CALLS[name].success_status for name in ("GetOrder", "ListOrderWebhooks", *TARGETED)} == {200}
+    # WatchOrderEvents streams over gRPC only: it has no http rule, so no REST call.
+    assert "WatchOrderEvents" not in CALLS
 
 
 @pytest.mark.parametrize("name", ["GetOrder", *TARGETED])

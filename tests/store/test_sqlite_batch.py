@@ -295,3 +295,61 @@ async def test_a_commit_that_fails_on_the_commit_thread_fails_its_batch_and_the_
         await batcher.finish()
         batcher.close()
     assert _rows(_path(db)) == [3]
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["commit-on-loop", "commit-in-thread"])
+async def test_after_commit_hears_of_each_commit_that_succeeded(
+    db: sqlite3.Connection, in_thread: bool
+) -> None:
+    path = _path(db)
+    committed: list[list[int]] = []  # what another connection saw when the hook was called
+    batcher = WriteBatcher(db, commit_in_thread=in_thread, after_commit=lambda: committed.append(_rows(path)))
+    try:
+        assert await asyncio.gather(*(batcher.submit(_insert(i), _later()) for i in (1, 2, 3))) == [1, 2, 3]
+        assert committed == [[1, 2, 3]]  # one batch, one commit, one call, once it is visible
+
+        def refuse(db: sqlite3.Connection) -> None:
+            raise NotFound("NO", "refused")
+
+        with pytest.raises(NotFound):
+            await batcher.submit(refuse, _later())  # alone, rolled back: no commit
+        outcomes = await asyncio.gather(
+            batcher.submit(_insert(4), _later()),
+            batcher.submit(_insert(5, parent=99), _later()),  # the deferred key fails the COMMIT
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, Unavailable) for o in outcomes)
+        assert committed == [[1, 2, 3]]
+        assert await batcher.submit(_insert(6), _later()) == 6
+        assert committed == [[1, 2, 3], [1, 2, 3, 6]]
+    finally:
+        await batcher.finish()
+        batcher.close()
+
+
+async def test_after_commit_hears_of_a_commit_whose_caller_gave_up(db: sqlite3.Connection) -> None:
+    """A caller cancelled while its COMMIT is under way is not told, but the commit is still heard
+    of: what it wrote is there for whoever the hook wakes."""
+    committing = threading.Event()
+    release = threading.Event()
+    heard = asyncio.Event()
+
+    def slow_commit(sql: str) -> None:
+        if sql == "COMMIT":
+            committing.set()
+            release.wait(5)
+
+    db.set_trace_callback(slow_commit)
+    batcher = WriteBatcher(db, commit_in_thread=True, after_commit=heard.set)
+    try:
+        write = asyncio.ensure_future(batcher.submit(_insert(1), _later()))
+        assert await asyncio.to_thread(committing.wait, 5)
+        write.cancel()
+        release.set()
+        await asyncio.wait_for(heard.wait(), 5)
+        assert write.cancelled()
+    finally:
+        release.set()
+        await batcher.finish()
+        batcher.close()
+    assert _rows(_path(db)) == [1]

@@ -3,17 +3,22 @@ is, and what it accepts is exactly what the gateway signs (gateway/events/signin
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import importlib.util
 import json
+import queue
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import HTTPServer
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.calls.events import order_event
@@ -22,6 +27,8 @@ from gateway.domain import lifecycle
 from gateway.events.delivery import delivery_body
 from gateway.events.signing import signature_header
 from gateway.protos import json_pb2
+from gateway.testing import basic
+from tests.processes import GatewayProcess, executable
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "webhook_receiver.py"
@@ -128,19 +135,28 @@ def test_a_malformed_header_is_refused_without_an_error(example: ModuleType, hea
     assert example.verify(SECRET, header, BODY, now=NOW) is False
 
 
+def serving(handler: Any) -> tuple[HTTPServer, threading.Thread]:
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_serving(server: HTTPServer, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
 @pytest.fixture
 def receiver(example: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """The example's receiver on a loopback port, with SECRET as its secret."""
     monkeypatch.setenv("HYPERTRACK_WEBHOOK_SECRET", SECRET)
-    server = HTTPServer(("127.0.0.1", 0), example.Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server, thread = serving(example.Receiver)
     try:
         yield server.server_address[1]
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        stop_serving(server, thread)
 
 
 def post(port: int, body: bytes, headers: dict[str, str]) -> int:
@@ -176,3 +192,52 @@ def test_the_receiver_takes_a_signed_delivery_and_refuses_the_rest(
     assert post(receiver, body, {**signed, "X-HyperTrack-Signature": wrong}) == 401
     assert post(receiver, body, {"X-HyperTrack-Delivery-Id": "d-2"}) == 401
     assert capsys.readouterr().out == ""
+
+
+async def test_the_readme_flow_from_subscribing_to_a_verified_event(
+    example: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the README tells it: `webhooks set` to the example receiver, give it the secret printed,
+    cancel an order; the receiver verifies what the gateway sends and takes it."""
+    answered: queue.Queue[int] = queue.Queue()
+
+    class Told(example.Receiver):
+        def send_response(self, code: int, message: str | None = None) -> None:
+            super().send_response(code, message)
+            answered.put(code)
+
+    server, thread = serving(Told)
+    database = f"sqlite:///{tmp_path / 'orders.db'}"
+    gateway = GatewayProcess.start(
+        ["serve", "--database", database, "--demo", "--http-port", "0", "--grpc-port", "0"], cwd=tmp_path
+    )
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hypertrack"
+        subscribe = [
+            executable(),
+            "webhooks",
+            "set",
+            "--database",
+            database,
+            "--account",
+            "demo",
+            "--url",
+            url,
+        ]
+        subscribed = await asyncio.create_subprocess_exec(*subscribe, cwd=tmp_path, stdout=subprocess.PIPE)
+        secret, _ = await asyncio.wait_for(subscribed.communicate(), timeout=60)
+        assert subscribed.returncode == 0
+        monkeypatch.setenv("HYPERTRACK_WEBHOOK_SECRET", secret.decode().strip())
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": basic("demo", "demo-secret")}) as http,
+            http.post(f"{gateway.rest_url}/orders/order-1/cancel", json={}) as response,
+        ):
+            assert response.status == 200
+            cancelled_at = (await response.json())["cancelled_at"]
+        assert await asyncio.to_thread(answered.get, timeout=30) == 204
+        delivery_id, handle, value, recorded_at = capsys.readouterr().out.split()
+        assert (handle, value) == ("order-1", "cancelled") and delivery_id
+        assert recorded_at == cancelled_at.removesuffix("Z") + "000Z"
+    finally:
+        gateway.stop()
+        stop_serving(server, thread)

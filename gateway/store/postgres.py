@@ -1,16 +1,23 @@
-"""The PostgreSQL store: a connection pool, one transaction per change, safe across processes.
+"""The PostgreSQL store: a connection pool, a transaction per batch of changes, safe across processes.
 
 Many gateway processes may share one database, so every write relies on locks the
 server holds, never on anything in this process:
 
-- a change locks the rows of its handle (`SELECT ... FOR UPDATE`, in id order so
-  that two writers always queue the same way) before its decision looks at them; a
-  second writer waits, then reads the first one's committed row, so an update is
-  never lost and an idempotent rule (cancel twice) never adds a second event;
+- a change locks the rows of its handle (`SELECT ... FOR UPDATE`) before its
+  decision looks at them; a second writer waits (in id order, so that two writers
+  always queue the same way), then reads the first one's committed row, so an update
+  is never lost and an idempotent rule (cancel twice) never adds a second event;
 - a track first takes a transaction-scoped advisory lock per handle, which exists
   even when the handle has no row yet, so two tracks of the same new handle queue
   and the second one sees the first's record: its decision then refuses it
   (ALREADY_EXISTS), exactly as it does when the calls come one after the other.
+
+The concurrent changes of one process share a transaction, with set-based statements
+(postgres_batch.py): the same row locks, taken for several handles at once (a handle
+another writer holds is left out of the batch and changed alone). Each change that
+changes an order writes its event into the outbox in that transaction (postgres_events.py:
+the outbox lock that keeps event ids in commit order, the notification other processes
+listen for, delivery leases, subscriptions; postgres_listen.py: the listening connection).
 
 READ COMMITTED is enough under those locks; a deadlock (or a serialization failure
 should a server default to a stricter level) rolls back the whole transaction, which
@@ -30,32 +37,41 @@ import logging
 import random
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from gateway.domain.errors import AlreadyExists, Unavailable
+from gateway.store import postgres_events
 from gateway.store.base import ANSWER_MARGIN_S, Decide, DecideInsertion, HandleRow, StoredRecord
+from gateway.store.events import (
+    ClaimedDelivery,
+    DeliveryOutcome,
+    EventQuery,
+    OutboxStats,
+    ReplayedEvent,
+    StoredEvent,
+    Webhook,
+)
+from gateway.store.postgres_base import MIN_COMMIT_S, Work
+from gateway.store.postgres_base import statement_timeout as _timeout
+from gateway.store.postgres_batch import ChangeBatcher
+from gateway.store.postgres_listen import CommitListener
 from gateway.store.postgres_schema import migrate
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-# asyncpg ships no type hints: its connection is `Any` here, and only here.
-Work = Callable[[Any, float], Awaitable[T]]
 
 APPLICATION_NAME = "hypertrack-gateway"
 FIRST_RETRY_S = 0.001
 MAX_RETRY_S = 0.05
-# A statement always gets at least this long, so a call that reaches the store at
-# its deadline still makes one real attempt (as the SQLite store does).
-MIN_STATEMENT_S = 0.05
-# COMMIT comes after all the work is done; cutting it short would only leave the
-# caller unsure whether the change happened, so it gets at least this long.
-MIN_COMMIT_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 MIGRATION_TIMEOUT_S = 60.0
 DEFAULT_CALL_S = 5.0
+EVENT_CALL_S = 10.0
+"""How long the outbox's own calls (reads, claims, outcomes, subscriptions) keep trying."""
 PING_TIMEOUT_S = 1.0
 # How long a call keeps trying new connections when the server seems gone: long
 # enough to replace pooled connections a restart has cut, short enough that calls
@@ -163,16 +179,30 @@ async def _reset(connection: Any) -> None:
         await connection.execute("ROLLBACK")
 
 
-def _timeout(deadline: float, floor: float = MIN_STATEMENT_S) -> float:
-    return max(deadline - time.monotonic(), floor)
-
-
 class PostgresStore:
-    """OrderStore over a PostgreSQL database. Open with `await PostgresStore.open(dsn)`."""
+    """OrderStore and EventStore over a PostgreSQL database. Open with `await PostgresStore.open(dsn)`."""
 
-    def __init__(self, pool: Any, location: str) -> None:
+    def __init__(
+        self, pool: Any, location: str, dsn: str, connect_timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> None:
         self._pool = pool
         self.location = location
+        self._listeners: list[Callable[[], None]] = []
+        # The payload of this store's notifications, by which it knows (and skips) its own.
+        notice = uuid.uuid4().hex
+
+        async def connect() -> Any:
+            return await asyncpg.connect(
+                dsn,
+                timeout=connect_timeout_s,
+                command_timeout=None,
+                server_settings={"application_name": f"{APPLICATION_NAME} listen"},
+            )
+
+        self._commit_listener = CommitListener(
+            connect, postgres_events.CHANNEL, notice, self._wake, (TimeoutError, *_DATABASE_ERRORS)
+        )
+        self._batcher = ChangeBatcher(self._write, notice, self._wake)
 
     @classmethod
     async def open(
@@ -216,7 +246,7 @@ class PostgresStore:
         except BaseException:
             pool.terminate()
             raise
-        return cls(pool, location)
+        return cls(pool, location, dsn, connect_timeout_s)
 
     async def _call(self, work: Work[T], deadline: float, *, write: bool) -> T:
         """Run `work` on a pooled connection (in one transaction if `write`), retrying until `deadline`."""
@@ -318,27 +348,14 @@ class PostgresStore:
 
         return await self._call(work, deadline, write=False)
 
+    async def _write(self, work: Work[T], deadline: float) -> T:
+        return await self._call(work, deadline, write=True)
+
     async def change_order(
         self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
     ) -> T:
-        async def work(connection: Any, deadline: float) -> T:
-            rows = await connection.fetch(
-                _SELECT_RECORDS + " FOR UPDATE", account_id, order_handle, timeout=_timeout(deadline)
-            )
-            decision = decide([StoredRecord._make(row) for row in rows])
-            write = decision.write
-            if write is not None:
-                await connection.execute(
-                    "UPDATE orders SET status = $1, body = $2, updated_at_ms = $3 WHERE id = $4",
-                    write.status,
-                    write.body,
-                    _now_ms(),
-                    write.row_id,
-                    timeout=_timeout(deadline),
-                )
-            return decision.answer
-
-        return await self._call(work, deadline, write=True)
+        """In the next batch of this process's changes (postgres_batch.py), with its event."""
+        return await self._batcher.change(account_id, order_handle, decide, deadline)
 
     async def track_orders(
         self, account_id: str, handles: Sequence[str], decide: DecideInsertion[T], *, deadline: float
@@ -408,8 +425,103 @@ class PostgresStore:
                 error.reason, f"{error.message} (PostgreSQL at {self.location}{cause})", error.metadata
             ) from error.__cause__
 
+    # --- EventStore -------------------------------------------------------------------------------
+
+    async def _event_call(self, work: Work[T], *, write: bool) -> T:
+        return await self._call(work, time.monotonic() + EVENT_CALL_S, write=write)
+
+    async def last_event_id(self) -> int:
+        return await self._event_call(postgres_events.last_event_id, write=False)
+
+    async def events_after(
+        self, after_id: int, *, limit: int, account_id: str | None = None
+    ) -> list[StoredEvent]:
+        return await self._event_call(
+            lambda c, d: postgres_events.events_after(c, d, after_id, limit, account_id), write=False
+        )
+
+    async def order_events(
+        self, account_id: str, order_handle: str, query: EventQuery, *, deadline: float
+    ) -> list[ReplayedEvent]:
+        return await self._call(
+            lambda c, d: postgres_events.order_events(c, d, account_id, order_handle, query),
+            deadline,
+            write=False,
+        )
+
+    def on_events_committed(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each commit that wrote events: this process's own, and (through
+        the listening connection, opened with the first listener) every other process's on the
+        database. A wake-up only (see postgres_listen.py): the caller also polls, modestly."""
+        self._listeners.append(listener)
+        self._commit_listener.start()
+
+    def _wake(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.call_soon(listener)  # one that raises is the loop's to report, not the commit's
+
+    async def claim_deliveries(
+        self,
+        owner: str,
+        *,
+        now_ms: int,
+        lease_ms: int,
+        max_deliveries: int,
+        max_events: int,
+    ) -> list[ClaimedDelivery]:
+        return await self._event_call(
+            lambda c, d: postgres_events.claim_deliveries(
+                c,
+                d,
+                owner,
+                now_ms=now_ms,
+                lease_ms=lease_ms,
+                max_deliveries=max_deliveries,
+                max_events=max_events,
+            ),
+            write=True,
+        )
+
+    async def finish_delivery(self, owner: str, delivery_id: str, outcome: DeliveryOutcome) -> bool:
+        return await self._event_call(
+            lambda c, d: postgres_events.finish_delivery(c, d, owner, delivery_id, outcome, now_ms=_now_ms()),
+            write=True,
+        )
+
+    async def release_deliveries(self, owner: str) -> int:
+        return await self._event_call(
+            lambda c, d: postgres_events.release_deliveries(c, d, owner), write=True
+        )
+
+    async def next_delivery_due_ms(self) -> int | None:
+        return await self._event_call(postgres_events.next_delivery_due_ms, write=False)
+
+    async def outbox_stats(self) -> OutboxStats:
+        return await self._event_call(postgres_events.outbox_stats, write=False)
+
+    async def set_webhook(self, account_id: str, url: str, secret: str) -> None:
+        await self._event_call(
+            lambda c, d: postgres_events.set_webhook(c, d, account_id, url, secret, now_ms=_now_ms()),
+            write=True,
+        )
+
+    async def webhook(self, account_id: str) -> Webhook | None:
+        return await self._event_call(lambda c, d: postgres_events.webhook(c, d, account_id), write=False)
+
+    async def remove_webhook(self, account_id: str) -> bool:
+        return await self._event_call(
+            lambda c, d: postgres_events.remove_webhook(c, d, account_id), write=True
+        )
+
     async def close(self) -> None:
-        """Close the pool, waiting a little for calls in flight; then cut what is left."""
+        """Stop listening, let the batches in flight finish, close the pool (waiting a little for
+        calls in flight); then cut what is left."""
+        await self._commit_listener.close()
+        try:
+            await asyncio.wait_for(self._batcher.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("batches of changes still in flight at close")
         try:
             await asyncio.wait_for(self._pool.close(), CLOSE_TIMEOUT_S)
         except TimeoutError:

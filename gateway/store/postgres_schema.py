@@ -14,7 +14,8 @@ from typing import Any
 
 # Any fixed 64-bit number serves, as long as nothing else in the database uses it
 # for another purpose: the ASCII of "htgwmigr". The gateway's per-handle locks use
-# the two-integer key space, which never overlaps the one-bigint space.
+# the two-integer key space, which never overlaps the one-bigint space; the outbox's
+# lock (postgres_events.py) is another number of the one-bigint space.
 MIGRATION_LOCK_KEY = 0x6874_6777_6D69_6772
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
@@ -39,6 +40,52 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             created_at_ms BIGINT NOT NULL,
             updated_at_ms BIGINT NOT NULL,
             UNIQUE (account_id, order_handle, type, type_index, fulfillment_attempt)
+        );
+        """,
+    ),
+    (
+        2,
+        "order events and webhooks",
+        # The outbox: one row per event, with its delivery's columns (store/events.py). The id is
+        # drawn from its sequence (CACHE 1: one value at a time, never a block per session) under
+        # the outbox lock of postgres_events.py, so ids ascend in commit order across processes.
+        # No foreign key to accounts: the order row the event is written with already names an
+        # existing account, and the check would cost every cancel a lookup and a KEY SHARE lock on
+        # the account's row, which concurrent cancels of one account would all contend for.
+        #
+        # Indexes: the watch's (account, id), the replay's (account, handle, id), and two partial
+        # ones that hold only pending events, so they stay as small as the backlog: new events
+        # (oldest first, for the claim) and deliveries in flight (by delivery, for the claim, the
+        # outcome and the release, which lock a delivery's events in id order).
+        """
+        CREATE TABLE order_events (
+            event_id BIGINT GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
+            account_id TEXT NOT NULL,
+            order_handle TEXT NOT NULL,
+            fulfillment_attempt INTEGER NOT NULL,
+            value INTEGER NOT NULL,
+            recorded_at_us BIGINT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            body BYTEA NOT NULL,
+            state INTEGER NOT NULL DEFAULT 0,
+            delivery_id TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            http_status INTEGER,
+            response_text TEXT,
+            next_attempt_ms BIGINT,
+            lease_owner TEXT,
+            lease_until_ms BIGINT
+        );
+        CREATE INDEX order_events_watch ON order_events (account_id, event_id);
+        CREATE INDEX order_events_replay ON order_events (account_id, order_handle, event_id);
+        CREATE INDEX order_events_new ON order_events (event_id) WHERE state = 0 AND delivery_id IS NULL;
+        CREATE INDEX order_events_in_flight ON order_events (delivery_id, event_id)
+            WHERE state = 0 AND delivery_id IS NOT NULL;
+        CREATE TABLE webhooks (
+            account_id TEXT PRIMARY KEY REFERENCES accounts (account_id),
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL
         );
         """,
     ),

@@ -248,8 +248,12 @@ class PostgresStore:
             raise
         return cls(pool, location, dsn, connect_timeout_s)
 
-    async def _call(self, work: Work[T], deadline: float, *, write: bool) -> T:
-        """Run `work` on a pooled connection (in one transaction if `write`), retrying until `deadline`."""
+    async def _call(self, work: Work[T], deadline: float, *, write: bool, one_statement: bool = False) -> T:
+        """Run `work` on a pooled connection (in one transaction if `write`), retrying until `deadline`.
+
+        A write of `one_statement` needs no BEGIN and COMMIT of its own (a statement is atomic),
+        which saves it two round trips; like any write, it is not tried again on another
+        connection once it may have been sent."""
         # Stop short of the caller's deadline, so that our 503 reaches it before its own timer
         # fires and turns the answer into a 504.
         deadline -= ANSWER_MARGIN_S
@@ -257,7 +261,7 @@ class PostgresStore:
         reconnect_until = min(deadline, time.monotonic() + RECONNECT_WINDOW_S)
         while True:
             try:
-                return await self._attempt(work, deadline, write=write)
+                return await self._attempt(work, deadline, write=write, one_statement=one_statement)
             except _Retry as retry:
                 cause = retry.__cause__ or retry
                 give_up_at = deadline if isinstance(cause, _RETRYABLE) else reconnect_until
@@ -272,7 +276,7 @@ class PostgresStore:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, MAX_RETRY_S)
 
-    async def _attempt(self, work: Work[T], deadline: float, *, write: bool) -> T:
+    async def _attempt(self, work: Work[T], deadline: float, *, write: bool, one_statement: bool) -> T:
         try:
             connection = await self._pool.acquire(timeout=_timeout(deadline))
         except TimeoutError as error:
@@ -284,6 +288,8 @@ class PostgresStore:
         except _DATABASE_ERRORS as error:
             raise Unavailable("STORE_UNAVAILABLE", "cannot get a database connection") from error
         try:
+            if write and one_statement:
+                return await work(connection, deadline)
             if write:
                 return await self._transaction(connection, work, deadline)
             try:
@@ -427,8 +433,10 @@ class PostgresStore:
 
     # --- EventStore -------------------------------------------------------------------------------
 
-    async def _event_call(self, work: Work[T], *, write: bool) -> T:
-        return await self._call(work, time.monotonic() + EVENT_CALL_S, write=write)
+    async def _event_call(self, work: Work[T], *, write: bool, one_statement: bool = False) -> T:
+        return await self._call(
+            work, time.monotonic() + EVENT_CALL_S, write=write, one_statement=one_statement
+        )
 
     async def last_event_id(self) -> int:
         return await self._event_call(postgres_events.last_event_id, write=False)
@@ -487,11 +495,12 @@ class PostgresStore:
         return await self._event_call(
             lambda c, d: postgres_events.finish_delivery(c, d, owner, delivery_id, outcome, now_ms=_now_ms()),
             write=True,
+            one_statement=True,
         )
 
     async def release_deliveries(self, owner: str) -> int:
         return await self._event_call(
-            lambda c, d: postgres_events.release_deliveries(c, d, owner), write=True
+            lambda c, d: postgres_events.release_deliveries(c, d, owner), write=True, one_statement=True
         )
 
     async def next_delivery_due_ms(self) -> int | None:
@@ -504,6 +513,7 @@ class PostgresStore:
         await self._event_call(
             lambda c, d: postgres_events.set_webhook(c, d, account_id, url, secret, now_ms=_now_ms()),
             write=True,
+            one_statement=True,
         )
 
     async def webhook(self, account_id: str) -> Webhook | None:
@@ -511,7 +521,7 @@ class PostgresStore:
 
     async def remove_webhook(self, account_id: str) -> bool:
         return await self._event_call(
-            lambda c, d: postgres_events.remove_webhook(c, d, account_id), write=True
+            lambda c, d: postgres_events.remove_webhook(c, d, account_id), write=True, one_statement=True
         )
 
     async def close(self) -> None:

@@ -409,6 +409,20 @@ async def test_concurrent_changes_share_a_transaction_each_deciding_on_its_own(o
     assert sorted(handle_of(e.body) for e in events) == sorted([f"h{i}" for i in range(10)] + ["twice"])
 
 
+async def test_racing_cancels_in_and_across_stores_make_one_event_per_order(open_store: OpenStore) -> None:
+    stores = [await open_store() for _ in range(3)]
+    handles = [f"h{i}" for i in range(60)]
+    await tracked(stores[0], ACME, handles)
+    # Each order cancelled twice by each store at once: repeats within a batch, and batches of
+    # several processes holding one another's orders (changed alone, after their batch).
+    answers = await asyncio.gather(
+        *(cancel(store, ACME, handle) for handle in handles for store in stores for _ in range(2))
+    )
+    assert {order.status for order in answers} == {Status.ORDER_STATUS_CANCELLED}
+    events = await stores[0].events_after(0, limit=1000)
+    assert sorted(handle_of(event.body) for event in events) == sorted(handles)
+
+
 async def test_an_order_held_elsewhere_holds_up_no_other_change(
     open_store: OpenStore, postgres_database: str
 ) -> None:

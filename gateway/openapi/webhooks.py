@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gateway.events.delivery import DELIVERY_ID_HEADER, WebhookSettings
 from gateway.events.signing import SCHEME, SIGNATURE_HEADER
-from gateway.jsonmap.contracts import Direction, Schema
+from gateway.jsonmap.contracts import Direction, Schema, descriptor_of
 from gateway.openapi.errors import JSON
 from gateway.openapi.schemas import SchemaRegistry
 from gateway.protos import events_pb2
@@ -19,7 +19,7 @@ WEBHOOK = "orderEvents"
 def webhooks(registry: SchemaRegistry) -> dict[str, Schema]:
     """The document's `webhooks`: one, the order events."""
     policy = WebhookSettings()  # the defaults, which the contract states
-    event = registry.message_ref(events_pb2.OrderEvent.DESCRIPTOR, Direction.RESPONSE)
+    event = registry.message_ref(descriptor_of(events_pb2.OrderEvent), Direction.RESPONSE)
     return {
         WEBHOOK: {
             "post": {

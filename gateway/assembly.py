@@ -6,6 +6,7 @@ clock or store) they hand in. The parts, from the inside out:
 
     store -> OrderCalls -> OrdersServicer -> gRPC server          (serve, grpc)
     store's outbox -> DeliveryWorker -> each account's webhook     (serve, grpc)
+    store's outbox -> EventHub -> WatchOrderEvents streams; WebhookReplay -> ListOrderWebhooks
     backend (the servicer in-process, or gRPC servers) -> RestGateway -> REST server   (serve, http)
     /healthz, /readyz, /metrics -> the admin listener (--admin-port; else on the REST server)
 """
@@ -24,10 +25,12 @@ from gateway.calls.admission import Admission
 from gateway.calls.auth import Authenticator
 from gateway.calls.limits import AccountRateLimit, AuthFailureLimit
 from gateway.calls.orders import OrderCalls
+from gateway.calls.replay import WebhookReplay
 from gateway.demo import install_demo
 from gateway.descriptors import connection_caps, grpc_limits
 from gateway.domain.errors import OrderError, Unavailable
 from gateway.events.delivery import DeliveryWorker
+from gateway.events.hub import EventHub
 from gateway.observability.grpc_access import ServedCalls
 from gateway.observability.logs import AccessLog
 from gateway.observability.metrics import Metrics
@@ -161,6 +164,7 @@ class Gateway:
     backend: Backend | None = None
     store: OrderStore | None = None
     delivery: DeliveryWorker | None = None
+    hub: EventHub | None = None
     access_log: AccessLog | None = None
     tracing: Tracing | None = None
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
@@ -181,6 +185,10 @@ class Gateway:
         """Stop taking work, let calls in flight and webhook POSTs finish within the grace period,
         close the store."""
         grace = self.settings.grace_s if grace_s is None else grace_s
+        # Watch streams never end on their own: they are ended first (UNAVAILABLE, resume from the
+        # last cursor), so that they do not hold the gRPC server's grace period.
+        if self.hub is not None:
+            await self.hub.stop()
         # The listeners and the delivery worker stop taking work at once and share the grace
         # period; the worker gives back what it has not sent before the store closes.
         stopping = []
@@ -248,6 +256,13 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
     if settings.store.demo:
         await install_demo(instrumented)
     calls = OrderCalls(instrumented) if clock is None else OrderCalls(instrumented, clock=clock)
+    replay = None
+    # Every store of ours keeps an outbox; a test's stand-in for one (handed to `assemble`) may not.
+    if hasattr(opened, "events_after"):
+        hub = gateway.hub = EventHub(instrumented, settings.watch)
+        await hub.start()
+        metrics.watch_watchers(lambda: hub.watchers)
+        replay = WebhookReplay(instrumented)
     servicer = OrdersServicer(
         calls,
         Authenticator(instrumented),
@@ -255,6 +270,8 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         observe=metrics,
         max_timeout_s=settings.grpc.max_timeout_s,
         watch=_served_calls(gateway),
+        replay=replay,
+        hub=gateway.hub,
     )
     gateway.grpc = await _listening(
         "--grpc-port",
@@ -275,16 +292,16 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
     gateway.readiness["database"] = health.check
     if settings.serves_rest:
         gateway.backend = InProcessBackend(servicer, health, tracing=tracing)
-    _start_delivery(gateway, opened)
+    _start_delivery(gateway, opened, instrumented)
 
 
-def _start_delivery(gateway: Gateway, store: OrderStore) -> None:
+def _start_delivery(gateway: Gateway, opened: OrderStore, instrumented: InstrumentedStore) -> None:
     """The worker that sends the outbox to the webhooks, in every process that owns a store. Not
     a readiness check: a partner's failing URL is the partner's, not this process's."""
     # Every store of ours keeps an outbox; a test's stand-in for one (handed to `assemble`) may not.
-    if not hasattr(store, "claim_deliveries"):
+    if not hasattr(opened, "claim_deliveries"):
         return
-    events = cast(EventStore, store)
+    events = cast(EventStore, instrumented)  # timed, as every store operation is
     gateway.metrics.watch_outbox(events.outbox_stats)
     gateway.delivery = DeliveryWorker(events, gateway.settings.webhooks, observer=gateway.metrics)
     gateway.delivery.start()

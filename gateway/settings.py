@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.events.delivery import WebhookSettings
+from gateway.events.hub import WatchSettings
 from gateway.rest.app import RestSettings
 from gateway.rpc.server import ConnectionLimits
 
@@ -180,6 +181,8 @@ class GatewaySettings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     """How the outbox is delivered (gateway/events/delivery.py); unused by `http`, which has no store."""
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    """The fan-out of events to WatchOrderEvents streams (gateway/events/hub.py); unused by `http`."""
     workers: int = 1
     grace_s: float = 10.0
     """Seconds calls in flight get to finish on SIGTERM or SIGINT."""

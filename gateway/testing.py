@@ -24,6 +24,7 @@ from gateway.assembly import Clock, Gateway, assemble
 from gateway.calls.credentials import hash_secret, new_secret
 from gateway.demo import DEMO_ACCOUNT, DEMO_SECRET
 from gateway.events.delivery import DeliveryWorker, WebhookSettings
+from gateway.events.hub import WatchSettings
 from gateway.observability.metrics import Metrics
 from gateway.rest.app import RestSettings
 from gateway.rest.backend import Backend
@@ -63,10 +64,11 @@ def stack_settings(
     tls: ServerTlsFiles | None = None,
     access_log: bool = False,
     webhooks: WebhookSettings | None = None,
+    watch: WatchSettings | None = None,
 ) -> GatewaySettings:
     """The settings of a test's `serve`: free loopback ports, a database in `directory`, the demo
     data, and otherwise production's settings unless a test names its own (short webhook retry
-    intervals, say)."""
+    intervals, a small watch queue, say)."""
     return GatewaySettings(
         mode="serve",
         listen=ListenSettings(host="127.0.0.1", http_port=0, grpc_port=0, tls=tls),
@@ -75,6 +77,7 @@ def stack_settings(
         admission=admission,
         logging=LogSettings(access_log=access_log),
         webhooks=webhooks or WebhookSettings(),
+        watch=watch or WatchSettings(),
         grace_s=STACK_GRACE_S,
     )
 
@@ -173,10 +176,17 @@ class GatewayStack:
         clock: Clock | None = None,
         store: OrderStore | None = None,
         webhooks: WebhookSettings | None = None,
+        watch: WatchSettings | None = None,
     ) -> AsyncIterator[GatewayStack]:
         """Start the stack; `store` replaces the SQLite file (a test's wrapper around one, say)."""
         settings = stack_settings(
-            directory, rest=rest, admission=admission, tls=tls, access_log=access_log, webhooks=webhooks
+            directory,
+            rest=rest,
+            admission=admission,
+            tls=tls,
+            access_log=access_log,
+            webhooks=webhooks,
+            watch=watch,
         )
         async with AsyncExitStack() as parts:
             if backend == "in-process":

@@ -135,7 +135,12 @@ def add_orders_service(servicer: OrdersServicer, server: grpc.aio.Server) -> Non
     """Register OrdersService as the generated code would, but with request parsers that hand
     undecodable bytes to the servicer as a MalformedRequest (INVALID_ARGUMENT with details)."""
     handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
+        # WatchOrderEvents streams its responses; every other method answers once.
+        method.name: (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )(
             getattr(servicer, method.name),
             request_deserializer=_lenient_parser(GetMessageClass(method.input_type)),
             response_serializer=GetMessageClass(method.output_type).SerializeToString,

@@ -91,7 +91,15 @@ async def test_grpcurl_lists_services(grpc_stack: GatewayStack, grpcurl: Path) -
     assert methods.returncode == 0, methods.stderr
     assert set(methods.stdout.split()) == {
         f"{SERVICE_NAME}.{m}"
-        for m in ("TrackOrders", "GetOrder", "CancelOrder", "CompleteOrder", "DisableOrder")
+        for m in (
+            "TrackOrders",
+            "GetOrder",
+            "CancelOrder",
+            "CompleteOrder",
+            "DisableOrder",
+            "ListOrderWebhooks",
+            "WatchOrderEvents",
+        )
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn, cast
 
 import grpc
@@ -14,8 +15,10 @@ from gateway.calls.admission import Admission
 from gateway.calls.auth import Authenticator, duplicate_credentials, unauthenticated
 from gateway.calls.limits import AuthFailureLimit
 from gateway.calls.orders import OrderCalls
+from gateway.calls.replay import WebhookReplay
 from gateway.domain.errors import InvalidArgument, NotFound, OrderError
-from gateway.protos import SERVICE_DESCRIPTOR, orders_service_pb2
+from gateway.events.hub import SHUTTING_DOWN, EventHub, WatchSettings
+from gateway.protos import SERVICE_DESCRIPTOR, events_pb2, orders_service_pb2
 from gateway.rest.backend import InProcessBackend
 from gateway.rest.rules import rest_calls
 from gateway.rpc.servicer import MalformedRequest, OrdersServicer
@@ -27,6 +30,7 @@ from gateway.rpc.status import (
     internal_error,
     status_of,
 )
+from gateway.store.events import StoredEvent
 
 CALLS = {call.name: call for call in rest_calls(SERVICE_DESCRIPTOR)}
 AUTH = (("authorization", "Basic ok"),)
@@ -282,3 +286,195 @@ async def test_a_grpc_peer_not_named_as_trusted_cannot_name_another_client() -> 
     forwarded = (*AUTH, ("x-forwarded-for", "203.0.113.7"))
     locked = await aborted_with(guarded, FakeContext(forwarded))
     assert locked.reason == "TOO_MANY_FAILED_AUTHENTICATIONS"
+
+
+# --- ListOrderWebhooks and WatchOrderEvents ------------------------------------------------------
+
+
+class FakeReplay:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def list_order_webhooks(
+        self, account_id: str, request: orders_service_pb2.ListOrderWebhooksRequest, deadline: float
+    ) -> orders_service_pb2.ListOrderWebhooksResponse:
+        self.calls.append((account_id, request.order_handle))
+        return orders_service_pb2.ListOrderWebhooksResponse(pagination_token="next")
+
+
+class StreamContext(FakeContext):
+    """A streaming call's context: what was written, when the headers went, and writes that can be
+    held (a caller that stopped reading)."""
+
+    def __init__(self, metadata: Any = AUTH) -> None:
+        super().__init__(metadata)
+        self.written: list[orders_service_pb2.WatchOrderEventsResponse] = []
+        self.headers_sent = asyncio.Event()
+        self.wrote = asyncio.Event()
+        self.hold = False
+        self.held: list[asyncio.Future[None]] = []
+
+    async def send_initial_metadata(self, initial_metadata: Any) -> None:
+        assert not self.written
+        self.headers_sent.set()
+
+    async def write(self, message: Any) -> None:
+        if self.hold:
+            stuck: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.held.append(stuck)
+            await stuck
+        self.written.append(message)
+        self.wrote.set()
+
+
+def event_body(account_id: str, handle: str) -> bytes:
+    event = events_pb2.OrderEvent(account_id=account_id, type="order", version="3.0.0")
+    event.data.order_handle = handle
+    return event.SerializeToString()
+
+
+class Outbox:
+    """Committed events in memory, as the hub reads them."""
+
+    def __init__(self) -> None:
+        self.events: list[StoredEvent] = []
+        self.listeners: list[Callable[[], None]] = []
+
+    def commit(self, account_id: str, handle: str) -> int:
+        self.events.append(StoredEvent(len(self.events) + 1, account_id, event_body(account_id, handle)))
+        for listener in self.listeners:
+            listener()
+        return len(self.events)
+
+    async def last_event_id(self) -> int:
+        return len(self.events)
+
+    async def events_after(
+        self, after_id: int, *, limit: int, account_id: str | None = None
+    ) -> list[StoredEvent]:
+        await asyncio.sleep(0)
+        return [e for e in self.events if e.event_id > after_id and account_id in (None, e.account_id)][
+            :limit
+        ]
+
+    def on_events_committed(self, listener: Callable[[], None]) -> None:
+        self.listeners.append(listener)
+
+
+async def watching(
+    hub: EventHub, request: orders_service_pb2.WatchOrderEventsRequest, context: StreamContext
+) -> tuple[OrdersServicer, asyncio.Task[None], list[tuple[str, grpc.StatusCode]]]:
+    observed: list[tuple[str, grpc.StatusCode]] = []
+    service = OrdersServicer(
+        cast(OrderCalls, FakeCalls()),
+        cast(Authenticator, FakeAuthenticator()),
+        observe=Observer(observed),
+        hub=hub,
+    )
+    call = asyncio.create_task(service.WatchOrderEvents(request, cast(Any, context)))
+    return service, call, observed
+
+
+async def test_the_replay_is_served_in_process_and_over_grpc() -> None:
+    replay = FakeReplay()
+    service = OrdersServicer(
+        cast(OrderCalls, FakeCalls()),
+        cast(Authenticator, FakeAuthenticator()),
+        replay=cast(WebhookReplay, replay),
+    )
+    request = orders_service_pb2.ListOrderWebhooksRequest(order_handle="h")
+    backend = InProcessBackend(service, serving=None)
+    answered = await backend.call(CALLS["ListOrderWebhooks"], request, AUTH, 5.0, "127.0.0.1")
+    assert isinstance(answered, orders_service_pb2.ListOrderWebhooksResponse)
+    over_grpc = await service.ListOrderWebhooks(request, FakeContext())
+    assert answered == over_grpc
+    assert replay.calls == [("account", "h"), ("account", "h")]
+
+
+async def test_without_a_replay_or_a_hub_the_calls_are_unimplemented() -> None:
+    service = servicer(FakeCalls())
+    with pytest.raises(CallFailed) as raised:
+        await service.answer(
+            "ListOrderWebhooks", orders_service_pb2.ListOrderWebhooksRequest(), AUTH, client="", deadline=None
+        )
+    assert raised.value.code is grpc.StatusCode.UNIMPLEMENTED
+    context = StreamContext()
+    with pytest.raises(Aborted):
+        await service.WatchOrderEvents(orders_service_pb2.WatchOrderEventsRequest(), cast(Any, context))
+    assert context.aborted is not None and context.aborted[0] is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_a_watch_writes_each_event_of_its_account_with_its_cursor() -> None:
+    outbox = Outbox()
+    outbox.commit("account", "before")  # before the watch: not sent
+    hub = EventHub(outbox, WatchSettings(poll_interval_s=60))
+    await hub.start()
+    context = StreamContext()
+    _, call, observed = await watching(hub, orders_service_pb2.WatchOrderEventsRequest(), context)
+    await context.headers_sent.wait()  # subscribed: whatever commits now is sent
+    outbox.commit("other", "theirs")
+    mine = outbox.commit("account", "mine")
+    await context.wrote.wait()
+    assert [(r.cursor, r.event.data.order_handle) for r in context.written] == [(str(mine), "mine")]
+    await hub.stop()
+    with pytest.raises(Aborted):
+        await call
+    assert context.aborted is not None
+    error = error_of(context.aborted[0], details_from_metadata(context.aborted[2]))
+    assert (code_of(error), error.reason) == (grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+    assert observed == [("WatchOrderEvents", grpc.StatusCode.UNAVAILABLE)]
+    assert hub.watchers == 0
+
+
+@pytest.mark.parametrize("cursor", ["x", "-1", "01", " 1", "1.0", "9223372036854775808", "1" * 30, "5"])
+async def test_a_cursor_that_this_stream_did_not_send_is_an_invalid_argument(cursor: str) -> None:
+    outbox = Outbox()
+    for _ in range(4):
+        outbox.commit("account", "h")
+    hub = EventHub(outbox, WatchSettings(poll_interval_s=60))
+    await hub.start()
+    context = StreamContext()
+    _, call, _ = await watching(hub, orders_service_pb2.WatchOrderEventsRequest(cursor=cursor), context)
+    with pytest.raises(Aborted):
+        await call
+    assert context.aborted is not None
+    error = error_of(context.aborted[0], details_from_metadata(context.aborted[2]))
+    assert isinstance(error, InvalidArgument)
+    assert [v.field for v in error.violations] == ["cursor"]
+    assert not context.headers_sent.is_set()
+    assert hub.watchers == 0
+    await hub.stop()
+
+
+async def test_a_watcher_that_stopped_reading_is_cut_off_without_waiting_for_its_write() -> None:
+    outbox = Outbox()
+    hub = EventHub(outbox, WatchSettings(poll_interval_s=60, queue_size=4, batch_size=2))
+    await hub.start()
+    context = StreamContext()
+    _, call, observed = await watching(hub, orders_service_pb2.WatchOrderEventsRequest(), context)
+    await context.headers_sent.wait()
+    context.hold = True  # every write from now on waits for a reader that never comes
+    for _ in range(20):
+        outbox.commit("account", "h")
+    with pytest.raises(Aborted):
+        async with asyncio.timeout(10):  # a guard: left to its write, the call would never end
+            await call
+    assert context.aborted is not None
+    error = error_of(context.aborted[0], details_from_metadata(context.aborted[2]))
+    assert code_of(error) is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert context.held and all(write.cancelled() for write in context.held)
+    assert observed == [("WatchOrderEvents", grpc.StatusCode.RESOURCE_EXHAUSTED)]
+    assert hub.watchers == 0
+    await hub.stop()
+
+
+async def test_a_watch_authenticates_like_every_call() -> None:
+    hub = EventHub(Outbox(), WatchSettings(poll_interval_s=60))
+    await hub.start()
+    context = StreamContext(metadata=())
+    _, call, _ = await watching(hub, orders_service_pb2.WatchOrderEventsRequest(), context)
+    with pytest.raises(Aborted):
+        await call
+    assert context.aborted is not None and context.aborted[0] is grpc.StatusCode.UNAUTHENTICATED
+    assert hub.watchers == 0
+    await hub.stop()

@@ -32,7 +32,6 @@ for the changes still in time; the others hear STORE_BUSY, nothing of theirs hav
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ from gateway.store.postgres_base import MIN_STATEMENT_S, Work, statement_timeout
 from gateway.store.postgres_events import ChangedEvent
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2
 """Batches of one process in flight at once: one commits while the next locks and decides."""
@@ -152,7 +150,10 @@ class ChangeBatcher:
                 change.abandoned = True
                 raise _busy() from None
         except asyncio.CancelledError:
-            if not change.decided:
+            if change.decided:
+                # Its write commits or not without its caller: nobody will read the outcome.
+                change.answer.add_done_callback(_unread)
+            else:
                 change.abandoned = True
             raise
         # Its decision ran and its write may be committing: the answer says whether it was.
@@ -284,6 +285,11 @@ class ChangeBatcher:
         """Wait for the batches in flight; the changes still waiting fail with the store."""
         while self._in_flight or self._alone:
             await asyncio.wait([*self._in_flight, *self._alone])
+
+
+def _unread(answer: asyncio.Future[Any]) -> None:
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _copy(error: BaseException) -> BaseException:

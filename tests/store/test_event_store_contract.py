@@ -36,7 +36,6 @@ from gateway.store.events import (
     EventWrite,
     OutboxStats,
 )
-from gateway.store.postgres import PostgresStore
 from tests.store.conftest import ACME, RIVAL, StoreBackend
 from tests.store.test_store_contract import route, soon
 
@@ -52,15 +51,6 @@ OWNER_B = "host-b:2:bbbb"
 
 class Store(OrderStore, EventStore, Protocol):
     """What every store kind is: orders and, over the same database, their events."""
-
-
-@pytest.fixture(autouse=True)
-def _postgres_events_pending(request: pytest.FixtureRequest, store_kind: str) -> None:
-    """Until the PostgreSQL store has its event side, its runs of this suite may fail."""
-    if store_kind == "postgres" and not hasattr(PostgresStore, "claim_deliveries"):
-        request.applymarker(
-            pytest.mark.xfail(reason="PostgresStore's EventStore is not in yet", strict=False)
-        )
 
 
 @pytest.fixture

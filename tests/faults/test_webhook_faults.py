@@ -147,6 +147,26 @@ async def test_readiness_ignores_a_partners_failing_url(
     assert 'hypertrack_gateway_webhook_deliveries_total{outcome="failed"} 1.0' in text
 
 
+async def test_a_post_held_past_the_grace_is_released_at_shutdown_and_sent_on_restart(
+    tmp_path: Path, http: aiohttp.ClientSession, figures: Figures
+) -> None:
+    # A lease far longer than the test: only a release lets the next start send it so soon.
+    held = WebhookSettings(timeout_s=30.0, lease_s=600.0)
+    async with webhook_receiver() as receiver:
+        receiver.statuses = [None]
+        async with GatewayStack.start(tmp_path, webhooks=held) as stack:
+            await stack.store.set_webhook(stack.account_id, receiver.url, SECRET)  # type: ignore[attr-defined]
+            await cancel(http, stack, "order-3")
+            await receiver.until(lambda r: r.held == 1)
+        # Stopped, the grace spent with the POST unanswered: given back, no attempt counted.
+        figures.fault("shutdown with a webhook POST held past the grace")
+        async with GatewayStack.start(tmp_path, webhooks=held) as restarted:
+            first, second = await receiver.until_count(2)
+            event = await settled(restarted, "order-3")
+    assert first.delivery_id == second.delivery_id and first.body == second.body
+    assert (event.state, event.http_status, event.retry_count) == (DeliveryState.DELIVERED, 200, 0)
+
+
 # --- real processes ----------------------------------------------------------------------------
 
 

@@ -483,3 +483,23 @@ async def test_a_slow_outbox_does_not_hold_up_the_metrics(monkeypatch: pytest.Mo
     text = (await asyncio.wait_for(metrics.scrape(), 5))[0].decode()
     assert "# TYPE hypertrack_gateway_webhook_outbox_pending_events gauge" in text
     assert "hypertrack_gateway_webhook_outbox_pending_events 0" not in text  # never read: no sample
+
+
+def test_across_workers_the_outbox_is_the_answering_workers_reading_and_watchers_add_up() -> None:
+    from gateway.observability.metrics import merge
+
+    def families(pending: float, watchers: float) -> list[dict[str, object]]:
+        return [
+            {"name": name, "type": "gauge", "help": "", "samples": [[name, {}, value]]}
+            for name, value in (
+                ("hypertrack_gateway_webhook_outbox_pending_events", pending),
+                ("hypertrack_gateway_event_watchers", watchers),
+            )
+        ]
+
+    # The answering worker's snapshot comes first; another's is older (the outbox has since emptied).
+    merged = {m.name: m.samples[0].value for m in merge([(families(0, 2), True), (families(40, 3), True)])}
+    assert merged == {
+        "hypertrack_gateway_webhook_outbox_pending_events": 0,
+        "hypertrack_gateway_event_watchers": 5,
+    }

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 from google.protobuf import timestamp_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.calls.replay import (
     BAD_TOKEN,
@@ -334,3 +336,12 @@ async def test_an_account_gone_since_authentication_is_unauthenticated() -> None
         await WebhookReplay(store).list_order_webhooks(
             "a", Request(order_handle="h", limit=1), time.monotonic() + 5
         )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode()))
+def test_any_token_not_made_here_is_refused_as_invalid(token: str) -> None:
+    # A valid one would need its 128-bit MAC guessed.
+    with pytest.raises(InvalidArgument) as refused:
+        read_token(KEY, "a", QUERY, token)
+    assert refused.value.violations == [FieldViolation("pagination_token", BAD_TOKEN)]

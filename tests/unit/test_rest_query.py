@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from urllib.parse import quote, quote_from_bytes
+
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.jsonmap.enums import enum_names
 from gateway.protos import SERVICE_DESCRIPTOR, order_pb2, orders_service_pb2
 from gateway.rest.query import apply_query, parse_query_string, takes_query
 from gateway.rest.rules import rest_calls
@@ -330,3 +336,36 @@ def test_other_messages_and_repeated_scalars_stay_out_of_the_query() -> None:
     assert takes_query(orders_service_pb2.ListOrderWebhooksRequest.DESCRIPTOR.fields_by_name["from_time"])
     assert not takes_query(order_pb2.Order.DESCRIPTOR.fields_by_name["destination"])  # a message
     assert not takes_query(order_pb2.Order.DESCRIPTOR.fields_by_name["timeline"])
+
+
+# Fuzz: whatever a caller sends, the query is typed or its problems are named; nothing else escapes.
+
+STATUS_NAMES = enum_names(order_pb2.OrderStatus.DESCRIPTOR).choices(with_zero=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
+    | st.binary(max_size=200).map(quote_from_bytes)
+)
+def test_any_query_string_is_typed_or_refused_by_name(raw: str) -> None:
+    params, problems = parse_query_string(raw)
+    request = orders_service_pb2.ListOrderWebhooksRequest(order_handle="o")
+    problems.update(apply_query(request, params, WEBHOOK_FIELDS))
+    assert all(isinstance(name, str) and messages for name, messages in problems.items())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(STATUS_NAMES), min_size=1, max_size=8),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
+)
+def test_lists_and_instants_round_trip(names: list[str], instant: datetime) -> None:
+    text = instant.isoformat().replace("+00:00", "Z")
+    request, problems = webhooks_with(f"value={','.join(names)}&from_time={quote(text)}")
+    assert problems == {}
+    by_name = enum_names(order_pb2.OrderStatus.DESCRIPTOR).by_name
+    assert list(request.value) == [by_name[n] for n in names]
+    expected = instant - datetime(1970, 1, 1, tzinfo=UTC)
+    assert request.from_time.seconds == expected.days * 86400 + expected.seconds
+    assert request.from_time.nanos == expected.microseconds * 1000

@@ -381,12 +381,24 @@ async def _write(
 ) -> None:
     """Write one response, unless the hub cuts the watch off first (then raise why)."""
     write = asyncio.ensure_future(context.write(response))
-    await asyncio.wait((write, cut), return_when=asyncio.FIRST_COMPLETED)
-    if not write.done():
+    # A write given up (the caller left, or was cut off) fails or is cancelled on its own: that is
+    # no news, and must not be logged as an exception nobody retrieved.
+    write.add_done_callback(_retrieved)
+    try:
+        done, _ = await asyncio.wait((write, cut), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        write.cancel()
+        raise
+    if write not in done:
         write.cancel()
         assert watch.ended is not None  # `cut` is set only with the reason
         raise watch.ended
     write.result()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _cursor_of(cursor: str) -> int | None:

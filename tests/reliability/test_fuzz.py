@@ -348,6 +348,11 @@ def messages(descriptor: Descriptor) -> st.SearchStrategy[Message]:
 TRACK_MODES = [order_pb2.TRACK_MODE_ON_TIME, order_pb2.TRACK_MODE_FLEX]
 ORDER_TYPES = [order_pb2.ORDER_TYPE_UNSPECIFIED, order_pb2.ORDER_TYPE_PICK, order_pb2.ORDER_TYPE_DROP]
 FUZZ_HANDLES = [*DEMO_HANDLES, *(f"fz-{i}" for i in range(6))]
+REPLAYED_VALUES = [
+    order_pb2.ORDER_STATUS_CANCELLED,
+    order_pb2.ORDER_STATUS_COMPLETED,
+    order_pb2.ORDER_STATUS_DISABLED,
+]
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]), min_size=1, max_size=20)
 
 
@@ -369,6 +374,19 @@ def near_valid(draw: st.DrawFn, method: MethodDescriptor) -> Message:
             if draw(st.booleans()):
                 order.metadata.CopyFrom(draw(json_objects()))
         return request
+    if method.name == "WatchOrderEvents":  # from now, or from a cursor at or below the last event
+        return orders_service_pb2.WatchOrderEventsRequest(cursor=draw(st.sampled_from(["", "0"])))
+    if method.name == "ListOrderWebhooks":
+        replay = orders_service_pb2.ListOrderWebhooksRequest(
+            order_handle=draw(st.sampled_from(FUZZ_HANDLES)),
+            value=draw(st.lists(st.sampled_from(REPLAYED_VALUES), max_size=3)),
+            sort_direction=draw(st.integers(0, 2)),
+        )
+        if draw(st.booleans()):
+            replay.limit = draw(st.integers(1, 100))
+        if draw(st.booleans()):
+            replay.fulfillment_attempt = draw(st.integers(0, 1))
+        return replay
     targeted: Any = GetMessageClass(method.input_type)(order_handle=draw(st.sampled_from(FUZZ_HANDLES)))
     targeted.type = draw(st.sampled_from(ORDER_TYPES))
     for name in ("type_index", "fulfillment_attempt"):
@@ -417,11 +435,41 @@ def method_path(method: MethodDescriptor) -> str:
 def raw_calls(channel: grpc.Channel) -> dict[str, Callable[..., bytes]]:
     """Each method as a call that sends bytes and returns bytes: nothing is parsed on the client."""
     return {
-        method.name: channel.unary_unary(
-            method_path(method), request_serializer=lambda data: data, response_deserializer=lambda data: data
+        method.name: (
+            _first_answer(
+                channel.unary_stream(
+                    method_path(method),
+                    request_serializer=lambda data: data,
+                    response_deserializer=lambda data: data,
+                )
+            )
+            if method.server_streaming
+            else channel.unary_unary(
+                method_path(method),
+                request_serializer=lambda data: data,
+                response_deserializer=lambda data: data,
+            )
         )
         for method in METHODS
     }
+
+
+def _first_answer(stream: grpc.UnaryStreamMultiCallable) -> Callable[..., bytes]:
+    """A streaming method (WatchOrderEvents, which streams until its caller leaves) as a call: its
+    refusal raised as a unary call's would be, or, once the server has accepted it (its headers came
+    and it goes on), its first message if one is there already, else nothing, and the stream left."""
+
+    def call(payload: bytes, *, metadata: Any = (), timeout: float | None = None) -> bytes:
+        responses = stream(payload, metadata=metadata, timeout=timeout)
+        responses.initial_metadata()  # the headers of an accepted watch, or the end of a refused one
+        try:
+            if responses.done():  # type: ignore[attr-defined]
+                return next(responses, b"")  # raises the refusal
+            return b""
+        finally:
+            responses.cancel()  # type: ignore[attr-defined]
+
+    return call
 
 
 def outcome(
@@ -574,6 +622,11 @@ UNDECODABLE = {
 }
 
 
+def takes_metadata(method: MethodDescriptor) -> bool:
+    """Whether the request carries order metadata (a track's orders, a change's update)."""
+    return method.name == "TrackOrders" or "update" in method.input_type.fields_by_name
+
+
 def nested_too_deep(method: MethodDescriptor) -> bytes:
     """The request with metadata nested 200 arrays deep, built as bytes (protobuf will not build it)."""
     value = json_pb2.JsonValue(string_value="bottom").SerializeToString()
@@ -596,8 +649,8 @@ def test_undecodable_requests_are_invalid_argument(channel: grpc.Channel) -> Non
     for method in METHODS:
         for name, payload in UNDECODABLE.items():
             data = payload or nested_too_deep(method)
-            if method.name == "GetOrder" and not payload:
-                continue  # GetOrder has no metadata: the deep field is an unknown one, kept as bytes
+            if not payload and not takes_metadata(method):
+                continue  # no metadata (a get, a replay, a watch): the deep field is an unknown one, kept as bytes
             with pytest.raises(DecodeError):
                 GetMessageClass(method.input_type).FromString(data)
             assert outcome(calls[method.name], data) == grpc.StatusCode.INVALID_ARGUMENT, (method.name, name)

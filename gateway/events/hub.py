@@ -10,7 +10,11 @@ memory without bound or slowing the others.
 
 Event ids are the commit order of the database (gateway/store/events.py), so what the reader reads
 past `last` is everything committed past it; a watcher that subscribes, then reads the store for
-what came before (`Subscription.catch_up`), misses nothing and skips what it already has.
+what came before (Watch), misses nothing and skips what it already has.
+
+Without watchers the reader reads nothing: a commit then costs the process no read of its events.
+The first watcher after such a time waits for the reader to move its position to the last event
+committed, before it reads its own starting point; what lies between is the store's to give it.
 """
 
 from __future__ import annotations
@@ -140,6 +144,9 @@ class EventHub:
         self._count = 0
         self._last = 0
         self._wake = asyncio.Event()
+        self._current = asyncio.Event()
+        """Set while the position follows the outbox; clear once the reader skipped a wake-up for
+        want of watchers, until it has moved the position to the last event committed."""
         self._task: asyncio.Task[None] | None = None
         self._closed: OrderError | None = None
 
@@ -156,6 +163,7 @@ class EventHub:
     async def start(self) -> None:
         """Start following the outbox from the last event committed now."""
         self._last = await self.source.last_event_id()
+        self._current.set()
         self.source.on_events_committed(self._wake.set)
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="event-hub")
 
@@ -168,6 +176,7 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._end_all(self._closed)
+        self._current.set()  # nobody waits for a reader that is gone
 
     def subscribe(self, account_id: str, on_end: Callable[[OrderError], None] | None = None) -> Subscription:
         """A subscription to the account's events committed from now on (those past `position`);
@@ -184,6 +193,10 @@ class EventHub:
         starting point read (see Watch); raises Unavailable once the hub is stopped."""
         watch = Watch(self, account_id)
         try:
+            if not self._current.is_set():
+                # Subscribed, so the reader follows again; it first moves its position to now.
+                self._wake.set()
+                await self._current.wait()
             await watch.start(after_id)
         except BaseException:
             watch.close()
@@ -213,7 +226,13 @@ class EventHub:
                         await self._wake.wait()
                 # Cleared before reading: a commit signalled during the read wakes the next round.
                 self._wake.clear()
+                if not self._count:
+                    self._current.clear()  # something may have been committed, and not read
+                    continue
                 try:
+                    if not self._current.is_set():
+                        self._last = max(self._last, await self.source.last_event_id())
+                        self._current.set()
                     await self._read_all()
                 except Unavailable as error:
                     log.warning("event hub: store unavailable, retrying: %s", error)
@@ -223,6 +242,7 @@ class EventHub:
             log.exception("event hub: the reader failed; watchers on this process are ended")
             self._closed = hub_failed()
             self._end_all(self._closed)
+            self._current.set()
 
     async def _read_all(self) -> None:
         """Hand out everything committed past `_last`."""

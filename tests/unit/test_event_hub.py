@@ -23,6 +23,7 @@ class MemoryOutbox:
         self.listeners: list[Callable[[], None]] = []
         self.hub_reads = 0
         """Reads of every account's events: the hub's."""
+        self.hub_events_read = 0
         self.before_account_read: Callable[[], None] | None = None
         self.failures: list[BaseException] = []
 
@@ -51,6 +52,8 @@ class MemoryOutbox:
         elif self.before_account_read is not None:
             self.before_account_read()
         chosen = [e for e in self.events if e.event_id > after_id and account_id in (None, e.account_id)]
+        if account_id is None:
+            self.hub_events_read += len(chosen[:limit])
         return chosen[:limit]
 
     def on_events_committed(self, listener: Callable[[], None]) -> None:
@@ -239,4 +242,26 @@ async def test_a_watch_that_is_closed_is_forgotten(outbox: MemoryOutbox) -> None
     await anext(events)
     await events.aclose()  # the caller went away mid-stream
     assert hub.watchers == 1
+    await hub.stop()
+
+
+async def test_without_watchers_the_reader_reads_nothing_and_the_next_watcher_starts_from_now(
+    outbox: MemoryOutbox,
+) -> None:
+    hub = await started(outbox, poll_interval_s=60, queue_size=2, batch_size=2)
+    first = await hub.watch("a", None)
+    (seen,) = outbox.commit("a")
+    assert await take_once(first, 1) == [seen]
+    assert hub.watchers == 0
+    read_before = outbox.hub_events_read
+    idle = outbox.commit("a", 10)  # nobody watches: the reader is woken, and reads nothing
+    # Two watchers at once: both start from now, not from where the reader stood before.
+    watches = await asyncio.gather(hub.watch("a", None), hub.watch("a", None))
+    (after,) = outbox.commit("a")
+    assert await asyncio.gather(*(take_once(w, 1) for w in watches)) == [[after], [after]]
+    assert not any(w.cut.is_set() for w in watches)  # the ten were never queued to them
+    assert outbox.hub_events_read - read_before == 1
+    # A watcher from a cursor still gets them, from the store.
+    backlog = await hub.watch("a", seen)
+    assert await take_once(backlog, 11) == [*idle, after]
     await hub.stop()

@@ -10,23 +10,27 @@ one error path for both.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
+import ssl
+import tempfile
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
-from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health_pb2
 
 from gateway.calls.admission import FORWARDED_FOR
 from gateway.domain.errors import OrderError
 from gateway.protos import SERVICE_NAME
 from gateway.rest.rules import RestCall
+from gateway.rpc.client.channel import Channel
+from gateway.rpc.client.failures import RpcFailed
 from gateway.rpc.servicer import OrdersServicer
 from gateway.rpc.status import call_failed, code_of, details_from_metadata, error_of
 
@@ -38,9 +42,10 @@ Metadata = tuple[tuple[str, str], ...]
 RETRY_ATTEMPTS = 3
 FIRST_RETRY_BACKOFF_S = 0.05
 MAX_RETRY_BACKOFF_S = 0.5
-MAX_RECONNECT_BACKOFF_MS = 1000
+MAX_RECONNECT_BACKOFF_S = 1.0
 """Longest wait between attempts to reconnect to a gRPC server that is down. grpc's default grows
 to 120 s, so a front end would answer 503 for up to two minutes after its backend came back."""
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 class Backend(Protocol):
@@ -97,11 +102,6 @@ class InProcessBackend:
         return None
 
 
-def service_config() -> str:
-    """Round-robin over every address the target names."""
-    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-
-
 def retried_methods(service: ServiceDescriptor) -> frozenset[str]:
     """The calls the protos mark IDEMPOTENT or NO_SIDE_EFFECTS (cancel, complete, disable, get;
     never track): those a front end may send again."""
@@ -120,9 +120,26 @@ class ClientTls:
     certificate_chain: bytes | None = None
     private_key: bytes | None = None
 
+    def context(self) -> ssl.SSLContext:
+        """A client context that checks the server's certificate against the roots and its name,
+        speaks HTTP/2 (ALPN h2), and shows the client certificate when there is one."""
+        context = ssl.create_default_context(cadata=self.root_certificates.decode("ascii"))
+        context.set_alpn_protocols(["h2"])
+        if self.certificate_chain is not None:
+            # The ssl module loads a key pair from files only: a private directory, gone at once.
+            with tempfile.TemporaryDirectory(prefix="backend-tls-") as directory:
+                chain, key = Path(directory, "chain.pem"), Path(directory, "key.pem")
+                chain.write_bytes(self.certificate_chain)
+                key.touch(mode=0o600)
+                key.write_bytes(self.private_key or b"")
+                context.load_cert_chain(chain, key if self.private_key is not None else None)
+        return context
+
 
 class RemoteBackend:
-    """A grpc.aio channel to `target` (`host:port`, or `dns:///name:port` to balance over all addresses)."""
+    """Calls gRPC servers at `target` (`host:port`, or `dns:///name:port` to balance over all
+    addresses) through a channel of gateway/rpc/client: the calls run on the event loop, not on
+    grpc core's threads."""
 
     def __init__(
         self,
@@ -135,27 +152,10 @@ class RemoteBackend:
     ):
         self._target = target
         self._tracing = tracing
-        options = [
-            ("grpc.service_config", service_config()),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
-        ]
-        if tls is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            credentials = grpc.ssl_channel_credentials(
-                tls.root_certificates, tls.private_key, tls.certificate_chain
-            )
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
-        self._methods = {
-            c.rpc.full_name: self._channel.unary_unary(
-                _path(c.rpc),
-                request_serializer=c.request_class.SerializeToString,
-                response_deserializer=c.response_class.FromString,
-            )
-            for c in calls
-        }
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._channel = Channel(
+            target, tls=None if tls is None else tls.context(), max_backoff_s=MAX_RECONNECT_BACKOFF_S
+        )
+        self._paths = {c.rpc.full_name: _path(c.rpc) for c in calls}
         self._retried = retried_methods(service)
 
     def call(
@@ -180,30 +180,38 @@ class RemoteBackend:
         """
         if client:
             metadata = (*metadata, (FORWARDED_FOR, client))
-        method = self._methods[call.rpc.full_name]
+        rpc = call.rpc
+        path = self._paths[rpc.full_name]
+        payload = request.SerializeToString()
         deadline = time.monotonic() + timeout_s
-        attempts_left = RETRY_ATTEMPTS if call.rpc.full_name in self._retried else 1
+        attempts_left = RETRY_ATTEMPTS if rpc.full_name in self._retried else 1
         backoff = FIRST_RETRY_BACKOFF_S
         while True:
             attempts_left -= 1
             try:
-                response: Message = await method(
-                    request, metadata=metadata, timeout=deadline - time.monotonic()
-                )
-                return response
-            except grpc.aio.AioRpcError as failure:
+                answer = await self._channel.unary(path, payload, metadata, deadline - time.monotonic())
+                break
+            except RpcFailed as failure:
                 status = details_from_metadata(failure.trailing_metadata())
                 pause = random.uniform(0, backoff)
-                no_answer = failure.code() == grpc.StatusCode.UNAVAILABLE and status is None
+                no_answer = failure.code == grpc.StatusCode.UNAVAILABLE and status is None
                 if not (no_answer and attempts_left and time.monotonic() + pause < deadline):
-                    raise error_of(failure.code(), status) from None
+                    raise error_of(failure.code, status) from None
             await asyncio.sleep(pause)
             backoff = min(backoff * 2, MAX_RETRY_BACKOFF_S)
+        try:
+            response: Message = call.response_class.FromString(answer)
+        except DecodeError:
+            raise call_failed(grpc.StatusCode.INTERNAL) from None
+        return response
 
     async def ready(self) -> bool:
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME).SerializeToString()
         try:
-            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0)
-        except grpc.aio.AioRpcError:
+            reply = health_pb2.HealthCheckResponse.FromString(
+                await self._channel.unary(HEALTH_CHECK, request, (), 1.0)
+            )
+        except (RpcFailed, DecodeError):
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 

@@ -45,6 +45,7 @@ from typing import Any, cast
 
 import grpc
 import orjson
+from google.protobuf.descriptor import MethodDescriptor
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -89,8 +90,12 @@ LATENCY_BUCKETS = (
     10.0,
 )
 
-GRPC_TYPE = "unary"
-"""Every OrdersService method is unary."""
+
+def grpc_type(method: MethodDescriptor) -> str:
+    """The method's kind as go-grpc-prometheus names it (OrdersService has no client streams)."""
+    return "server_stream" if method.server_streaming else "unary"
+
+
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 """The methods OpenTelemetry names as themselves; any other is `_OTHER`, so a caller cannot make
 series without bound."""
@@ -234,8 +239,10 @@ class Metrics:
             grpc_labels,
             LATENCY_BUCKETS,
         )
-        # Every call is unary: one message in per call started, one out per call answered OK. Both
-        # are read off the counters above when /metrics is read, not counted again per call.
+        # Every call takes one message: one in per call started. A unary call answers one message
+        # when it ends OK; a stream's messages are counted as they are written. The unary ones are
+        # read off the counters above when /metrics is read, not counted again per call.
+        self._stream_sent = LabelledCounter("", "", grpc_labels)
         self.grpc_received = _DerivedCounter(
             "grpc_server_msg_received_total",
             "RPC stream messages received on the server.",
@@ -246,9 +253,14 @@ class Metrics:
             "grpc_server_msg_sent_total",
             "gRPC stream messages sent on the server.",
             grpc_labels,
-            lambda: (
-                (labels[:-1], value) for labels, value in self.grpc_handled.values() if labels[-1] == "OK"
-            ),
+            lambda: [
+                *(
+                    (labels[:-1], value)
+                    for labels, value in self.grpc_handled.values()
+                    if labels[-1] == "OK" and labels[0] == "unary"
+                ),
+                *self._stream_sent.values(),
+            ],
         )
         self.http_duration = LabelledHistogram(
             "http_server_request_duration_seconds",
@@ -290,7 +302,7 @@ class Metrics:
         self._outbox: OutboxStats | None = None
         # The labels of each method's calls, made once: a call looks them up, builds no tuple.
         self._grpc_labels = {
-            method.name: (GRPC_TYPE, service, method.name)
+            method.name: (grpc_type(method), service, method.name)
             for method in SERVICE_DESCRIPTOR.methods  # the service's own methods, whatever `service` says
         }
         self._handled_labels: dict[tuple[str, grpc.StatusCode], tuple[str, ...]] = {}
@@ -336,6 +348,10 @@ class Metrics:
     def call_started(self, method: str) -> None:
         """A call arrived through the gRPC server."""
         self.grpc_started.inc(self._grpc_labels[method])
+
+    def message_sent(self, method: str) -> None:
+        """A streaming call that arrived through the gRPC server wrote one message."""
+        self._stream_sent.inc(self._grpc_labels[method])
 
     def call_handled(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """A call that arrived through the gRPC server is answered (or failed) with `code`."""

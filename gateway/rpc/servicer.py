@@ -86,6 +86,10 @@ class CallObserver(Protocol):
 
     def call_started(self, method: str) -> None: ...
 
+    def message_sent(self, method: str) -> None:
+        """A streaming call wrote one message."""
+        ...
+
     def call_handled(self, method: str, code: grpc.StatusCode, seconds: float) -> None: ...
 
 
@@ -331,6 +335,8 @@ class OrdersServicer(orders_service_grpc.OrdersServiceServicer):
                     cursor=str(event.event_id), event=events_pb2.OrderEvent.FromString(event.body)
                 )
                 await _write(context, response, watch, cut)
+                if self._observe is not None:
+                    self._observe.message_sent(WATCH)
         finally:
             cut.cancel()
             await events.aclose()

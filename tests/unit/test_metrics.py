@@ -102,6 +102,23 @@ def test_grpc_calls_are_named_as_go_grpc_prometheus_names_them() -> None:
     assert found[("grpc_server_started_total", get)] == 0
 
 
+def test_the_event_stream_is_a_server_stream_whose_messages_are_counted_as_written() -> None:
+    metrics = Metrics()
+    watch = frozenset(
+        {("grpc_type", "server_stream"), ("grpc_service", SERVICE), ("grpc_method", "WatchOrderEvents")}
+    )
+    metrics.call_started("WatchOrderEvents")
+    for _ in range(3):
+        metrics.message_sent("WatchOrderEvents")
+    metrics.call_handled("WatchOrderEvents", grpc.StatusCode.OK, 0.5)
+    found = samples(metrics)
+    assert found[("grpc_server_started_total", watch)] == 1
+    assert found[("grpc_server_handled_total", watch | {("grpc_code", "OK")})] == 1
+    # Three events written, not one message for the call that ended OK.
+    assert found[("grpc_server_msg_sent_total", watch)] == 3
+    assert found[("grpc_server_msg_received_total", watch)] == 1
+
+
 def test_rest_requests_are_named_as_opentelemetry_http_server_conventions_in_prometheus() -> None:
     metrics = Metrics()
     for status in (200, 200, 404):

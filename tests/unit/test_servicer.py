@@ -92,10 +92,14 @@ class Observer:
 
     def __init__(self, handled: list[tuple[str, grpc.StatusCode]] | None = None) -> None:
         self.started: list[str] = []
+        self.sent: list[str] = []
         self.handled = [] if handled is None else handled
 
     def call_started(self, method: str) -> None:
         self.started.append(method)
+
+    def message_sent(self, method: str) -> None:
+        self.sent.append(method)
 
     def call_handled(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         assert seconds >= 0

@@ -211,6 +211,8 @@ class RestGateway:
         if call.body == "*" and not isinstance(value, dict):
             _add_problems(problems, {"body": {"body": ["must be a JSON object"]}})
             return
+        if call.body == "*" and not value:
+            return  # `{}`, the usual body of a cancel: nothing to decode or merge
         try:
             if call.body == "*":
                 decoded = decode(call.request_class, value)

@@ -70,6 +70,7 @@ class Channel:
         self._resolved_at = -math.inf
         self._resolution_failed = False
         self._prefixes: dict[str, bytes] = {}
+        self._names: dict[str, bytes] = {}
         with contextlib.suppress(RuntimeError):  # made outside a loop: connects at its first call
             asyncio.get_running_loop()
             self._start()
@@ -85,7 +86,7 @@ class Channel:
         if timeout_s <= 0:
             raise RpcFailed(grpc.StatusCode.DEADLINE_EXCEEDED)
         deadline = loop.time() + timeout_s
-        headers = self._prefix(method) + _metadata_block(metadata)
+        headers = self._prefix(method) + _metadata_block(metadata, self._names)
         message = b"\x00" + len(request).to_bytes(4, "big") + request
         retries = TRANSPARENT_RETRIES
         while True:
@@ -317,24 +318,34 @@ def _jittered(seconds: float) -> float:
     return seconds * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
 
 
-def _metadata_block(metadata: Metadata) -> bytes:
+def _metadata_block(metadata: Metadata, names: dict[str, bytes]) -> bytes:
     """The call's metadata as header fields; raises RpcFailed(INTERNAL) on a key or value gRPC
-    does not allow (as grpc does), so nothing malformed reaches the server."""
+    does not allow (as grpc does), so nothing malformed reaches the server. `names` keeps the
+    encoded names of the keys seen (a few: a front end sends the same ones with every call)."""
     out = []
     for key, value in metadata:
-        if not _KEY.match(key):
-            raise RpcFailed(grpc.StatusCode.INTERNAL)
+        name = names.get(key)
+        if name is None:
+            if not _KEY.match(key):
+                raise RpcFailed(grpc.StatusCode.INTERNAL)
+            name = hpack.name_of(key)
+            if len(names) < _MAX_NAMES:
+                names[key] = name
         if key.endswith("-bin"):
-            out.append(hpack.literal(key, base64.b64encode(value.encode()).decode().rstrip("=")))
-            continue
-        if not (value.isascii() and value.isprintable()):
+            value = base64.b64encode(value.encode()).decode().rstrip("=")  # noqa: PLW2901
+        elif not (value.isascii() and value.isprintable()):
             raise RpcFailed(grpc.StatusCode.INTERNAL)
-        out.append(hpack.literal(key, value))
+        data = value.encode("ascii")
+        out.append(name + hpack.integer(len(data), 7) + data)
     return b"".join(out)
+
+
+_MAX_NAMES = 64
+_TIMEOUT_NAME = hpack.name_of("grpc-timeout")
 
 
 def _timeout_field(seconds: float) -> bytes:
     """`grpc-timeout` in milliseconds (rounded up; at most 8 digits: past that, in seconds)."""
     milliseconds = math.ceil(seconds * 1000)
     value = f"{milliseconds}m" if milliseconds < 10**8 else f"{min(math.ceil(seconds), 10**8 - 1)}S"
-    return hpack.literal("grpc-timeout", value)
+    return _TIMEOUT_NAME + bytes((len(value),)) + value.encode()

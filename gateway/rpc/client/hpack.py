@@ -248,13 +248,17 @@ def literal(name: str, value: str) -> bytes:
     """A literal field without indexing, its name from the static table when it is there. Names
     and values must be ASCII (the caller checks that metadata is)."""
     data = value.encode("ascii")
+    return name_of(name) + integer(len(data), 7) + data
+
+
+def name_of(name: str) -> bytes:
+    """The start of a literal field without indexing: its name, by index or as a string. A
+    field is this, then its value's length (`integer(n, 7)`), then its value."""
     index = _STATIC_NAMES.get(name)
     if index is not None:
-        head = integer(index, 4)
-    else:
-        key = name.encode("ascii")
-        head = b"\x00" + integer(len(key), 7) + key
-    return head + integer(len(data), 7) + data
+        return integer(index, 4)
+    key = name.encode("ascii")
+    return b"\x00" + integer(len(key), 7) + key
 
 
 def indexed(name: str, value: str) -> bytes:

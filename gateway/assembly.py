@@ -51,8 +51,7 @@ from gateway.settings import (
     Synchronous,
     redacted,
 )
-from gateway.store.base import OrderStore
-from gateway.store.events import EventStore
+from gateway.store.base import Store
 from gateway.store.instrumented import InstrumentedStore
 
 if TYPE_CHECKING:  # OpenTelemetry is loaded only when tracing is on
@@ -68,7 +67,7 @@ class StartupError(Exception):
     operator reads instead of a traceback (a port in use, a database out of reach, a bad TLS file)."""
 
 
-async def open_store(url: str, *, sqlite_synchronous: Synchronous = "full") -> OrderStore:
+async def open_store(url: str, *, sqlite_synchronous: Synchronous = "full") -> Store:
     """The store a database URL names: `sqlite:///PATH` or `postgresql://...`. `sqlite_synchronous`
     applies to SQLite only (PostgreSQL's durability is its server's own configuration).
     Raises StartupError when it cannot be opened."""
@@ -162,7 +161,7 @@ class Gateway:
     grpc: GrpcServer | None = None
     admin: RestServer | None = None
     backend: Backend | None = None
-    store: OrderStore | None = None
+    store: Store | None = None
     delivery: DeliveryWorker | None = None
     hub: EventHub | None = None
     access_log: AccessLog | None = None
@@ -213,7 +212,7 @@ class Gateway:
 
 
 async def assemble(
-    settings: GatewaySettings, *, store: OrderStore | None = None, clock: Clock | None = None
+    settings: GatewaySettings, *, store: Store | None = None, clock: Clock | None = None
 ) -> Gateway:
     """Start the parts `settings.mode` asks for. `store`, when given, is used instead of opening
     `settings.store.database` (a test's faulty store, say), and is closed with the gateway."""
@@ -240,7 +239,7 @@ async def assemble(
     return gateway
 
 
-async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock | None) -> None:
+async def _start_grpc(gateway: Gateway, store: Store | None, clock: Clock | None) -> None:
     settings, metrics = gateway.settings, gateway.metrics
     opened = store
     if opened is None:
@@ -256,13 +255,9 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
     if settings.store.demo:
         await install_demo(instrumented)
     calls = OrderCalls(instrumented) if clock is None else OrderCalls(instrumented, clock=clock)
-    replay = None
-    # Every store of ours keeps an outbox; a test's stand-in for one (handed to `assemble`) may not.
-    if hasattr(opened, "events_after"):
-        hub = gateway.hub = EventHub(instrumented, settings.watch)
-        await hub.start()
-        metrics.watch_watchers(lambda: hub.watchers)
-        replay = WebhookReplay(instrumented)
+    hub = gateway.hub = EventHub(instrumented, settings.watch)
+    await hub.start()
+    metrics.watch_watchers(lambda: hub.watchers)
     servicer = OrdersServicer(
         calls,
         Authenticator(instrumented),
@@ -270,8 +265,8 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
         observe=metrics,
         max_timeout_s=settings.grpc.max_timeout_s,
         watch=_served_calls(gateway),
-        replay=replay,
-        hub=gateway.hub,
+        replay=WebhookReplay(instrumented),
+        hub=hub,
     )
     gateway.grpc = await _listening(
         "--grpc-port",
@@ -292,18 +287,15 @@ async def _start_grpc(gateway: Gateway, store: OrderStore | None, clock: Clock |
     gateway.readiness["database"] = health.check
     if settings.serves_rest:
         gateway.backend = InProcessBackend(servicer, health, tracing=tracing)
-    _start_delivery(gateway, opened, instrumented)
+    _start_delivery(gateway, instrumented)
 
 
-def _start_delivery(gateway: Gateway, opened: OrderStore, instrumented: InstrumentedStore) -> None:
-    """The worker that sends the outbox to the webhooks, in every process that owns a store. Not
-    a readiness check: a partner's failing URL is the partner's, not this process's."""
-    # Every store of ours keeps an outbox; a test's stand-in for one (handed to `assemble`) may not.
-    if not hasattr(opened, "claim_deliveries"):
-        return
-    events = cast(EventStore, instrumented)  # timed, as every store operation is
-    gateway.metrics.watch_outbox(events.outbox_stats)
-    gateway.delivery = DeliveryWorker(events, gateway.settings.webhooks, observer=gateway.metrics)
+def _start_delivery(gateway: Gateway, store: InstrumentedStore) -> None:
+    """The worker that sends the outbox to the webhooks, in every process that owns a store (timed,
+    as every store operation is). Not a readiness check: a partner's failing URL is the partner's,
+    not this process's."""
+    gateway.metrics.watch_outbox(store.outbox_stats)
+    gateway.delivery = DeliveryWorker(store, gateway.settings.webhooks, observer=gateway.metrics)
     gateway.delivery.start()
 
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import uvloop
 
@@ -333,8 +333,7 @@ async def _webhooks(args: argparse.Namespace) -> int:
     try:
         if await store.account_secret_hash(args.account) is None:
             return _say_no_account(args.database, args.account)
-        # Both stores keep the subscriptions too (store/events.py); open_store names the orders' side.
-        said = await _WEBHOOK_COMMANDS[args.webhooks_command](cast(EventStore, store), args)
+        said = await _WEBHOOK_COMMANDS[args.webhooks_command](store, args)
     finally:
         await store.close()
     if said.out is not None:

@@ -40,7 +40,7 @@ from gateway.settings import (
     ServerTlsFiles,
     StoreSettings,
 )
-from gateway.store.base import OrderStore
+from gateway.store.base import Store
 
 BackendKind = Literal["in-process", "remote"]
 
@@ -100,7 +100,7 @@ class GatewayStack:
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     @property
-    def store(self) -> OrderStore:
+    def store(self) -> Store:
         assert self.server.store is not None
         return self.server.store
 
@@ -174,7 +174,7 @@ class GatewayStack:
         tls: ServerTlsFiles | None = None,
         access_log: bool = False,
         clock: Clock | None = None,
-        store: OrderStore | None = None,
+        store: Store | None = None,
         webhooks: WebhookSettings | None = None,
         watch: WatchSettings | None = None,
     ) -> AsyncIterator[GatewayStack]:

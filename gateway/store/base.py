@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
-from gateway.store.events import EventWrite
+from gateway.store.events import EventStore, EventWrite
 
 T = TypeVar("T")
 
@@ -123,3 +123,7 @@ class OrderStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Store(OrderStore, EventStore, Protocol):
+    """A store of ours: the orders and, in the same database, their events (events.py)."""

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypeVar
 
-from gateway.store.base import Decide, DecideInsertion, OrderStore, StoredRecord
+from gateway.store.base import Decide, DecideInsertion, Store, StoredRecord
 from gateway.store.events import (
     ClaimedDelivery,
     DeliveryOutcome,
     EventQuery,
-    EventStore,
     OutboxStats,
     ReplayedEvent,
     StoredEvent,
@@ -45,10 +44,8 @@ class InstrumentedStore:
     """An OrderStore and EventStore that reports how long each operation of `store` took to
     `observe`."""
 
-    def __init__(self, store: OrderStore, observe: Observe, *, span: StartSpan | None = None) -> None:
+    def __init__(self, store: Store, observe: Observe, *, span: StartSpan | None = None) -> None:
         self._store = store
-        # Every store kind is both; the assembly still names the one it opens an OrderStore.
-        self._events = cast(EventStore, store)
         self._observe = observe
         self._span = span
 
@@ -104,14 +101,14 @@ class InstrumentedStore:
     # --- EventStore -----------------------------------------------------------------------------
 
     async def last_event_id(self) -> int:
-        return await self._timed("last_event_id", self._events.last_event_id)
+        return await self._timed("last_event_id", self._store.last_event_id)
 
     async def events_after(
         self, after_id: int, *, limit: int, account_id: str | None = None
     ) -> list[StoredEvent]:
         return await self._timed(
             "events_after",
-            lambda: self._events.events_after(after_id, limit=limit, account_id=account_id),
+            lambda: self._store.events_after(after_id, limit=limit, account_id=account_id),
         )
 
     async def order_events(
@@ -119,11 +116,11 @@ class InstrumentedStore:
     ) -> list[ReplayedEvent]:
         return await self._timed(
             "order_events",
-            lambda: self._events.order_events(account_id, order_handle, query, deadline=deadline),
+            lambda: self._store.order_events(account_id, order_handle, query, deadline=deadline),
         )
 
     def on_events_committed(self, listener: Callable[[], None]) -> None:
-        self._events.on_events_committed(listener)
+        self._store.on_events_committed(listener)
 
     async def claim_deliveries(
         self,
@@ -136,7 +133,7 @@ class InstrumentedStore:
     ) -> list[ClaimedDelivery]:
         return await self._timed(
             "claim_deliveries",
-            lambda: self._events.claim_deliveries(
+            lambda: self._store.claim_deliveries(
                 owner,
                 now_ms=now_ms,
                 lease_ms=lease_ms,
@@ -147,23 +144,23 @@ class InstrumentedStore:
 
     async def finish_delivery(self, owner: str, delivery_id: str, outcome: DeliveryOutcome) -> bool:
         return await self._timed(
-            "finish_delivery", lambda: self._events.finish_delivery(owner, delivery_id, outcome)
+            "finish_delivery", lambda: self._store.finish_delivery(owner, delivery_id, outcome)
         )
 
     async def release_deliveries(self, owner: str) -> int:
-        return await self._timed("release_deliveries", lambda: self._events.release_deliveries(owner))
+        return await self._timed("release_deliveries", lambda: self._store.release_deliveries(owner))
 
     async def next_delivery_due_ms(self) -> int | None:
-        return await self._timed("next_delivery_due_ms", self._events.next_delivery_due_ms)
+        return await self._timed("next_delivery_due_ms", self._store.next_delivery_due_ms)
 
     async def outbox_stats(self) -> OutboxStats:
-        return await self._timed("outbox_stats", self._events.outbox_stats)
+        return await self._timed("outbox_stats", self._store.outbox_stats)
 
     async def set_webhook(self, account_id: str, url: str, secret: str) -> None:
-        await self._timed("set_webhook", lambda: self._events.set_webhook(account_id, url, secret))
+        await self._timed("set_webhook", lambda: self._store.set_webhook(account_id, url, secret))
 
     async def webhook(self, account_id: str) -> Webhook | None:
-        return await self._timed("webhook", lambda: self._events.webhook(account_id))
+        return await self._timed("webhook", lambda: self._store.webhook(account_id))
 
     async def remove_webhook(self, account_id: str) -> bool:
-        return await self._timed("remove_webhook", lambda: self._events.remove_webhook(account_id))
+        return await self._timed("remove_webhook", lambda: self._store.remove_webhook(account_id))

@@ -325,7 +325,7 @@ async def test_the_replay_shows_what_became_of_each_delivery(
 ) -> None:
     async with webhook_receiver() as receiver:
         receiver.answer_text = "thanks"
-        await stack.server.store.set_webhook("demo", receiver.url, new_signing_secret())  # type: ignore[attr-defined]
+        await stack.server.store.set_webhook("demo", receiver.url, new_signing_secret())
         await act(stack, http, "order-1", "cancel")
         await receiver.until_count(1)
 

@@ -28,13 +28,13 @@ DATA_FIELDS = {"order_handle", "route_handle", "value", "status", "share_url", "
 async def receiver(stack: GatewayStack) -> AsyncIterator[WebhookReceiver]:
     """A receiver the demo account is subscribed to (through the store, as `webhooks set` does)."""
     async with webhook_receiver() as running:
-        await stack.store.set_webhook(stack.account_id, running.url, SECRET)  # type: ignore[attr-defined]
+        await stack.store.set_webhook(stack.account_id, running.url, SECRET)
         yield running
 
 
 async def replayed(stack: GatewayStack, handle: str) -> list[ReplayedEvent]:
     """The handle's events, oldest first, with what became of their delivery."""
-    events: list[ReplayedEvent] = await stack.store.order_events(  # type: ignore[attr-defined]
+    events: list[ReplayedEvent] = await stack.store.order_events(
         stack.account_id, handle, EventQuery(descending=False), deadline=time.monotonic() + 5
     )
     return events
@@ -111,7 +111,7 @@ async def test_a_rest_cancel_is_delivered_once_signed(
     check_event(sent, order, "cancelled")
     assert (event.http_status, event.retry_count, event.response_text) == (200, 0, "ok")
     # Delivered is final: nothing of it is left to send, so no second POST can follow.
-    assert (await stack.store.outbox_stats()).pending == 0  # type: ignore[attr-defined]
+    assert (await stack.store.outbox_stats()).pending == 0
     assert len(receiver.requests) == 1
 
 
@@ -125,7 +125,7 @@ async def test_complete_and_disable_are_delivered_likewise(
     assert request.signed_by(SECRET)
     [sent] = request.events
     check_event(sent, order, value)
-    assert (await stack.store.outbox_stats()).pending == 0  # type: ignore[attr-defined]
+    assert (await stack.store.outbox_stats()).pending == 0
     assert len(receiver.requests) == 1
 
 
@@ -139,7 +139,7 @@ async def test_a_repeated_cancel_sends_no_second_event(
     assert again["cancelled_at"] == first["cancelled_at"]
     # The second cancel changed nothing: it wrote no event, so the outbox has nothing to send.
     assert len(await replayed(stack, "order-5")) == 1
-    assert (await stack.store.outbox_stats()).pending == 0  # type: ignore[attr-defined]
+    assert (await stack.store.outbox_stats()).pending == 0
     assert len(receiver.requests) == 1
 
 

@@ -144,6 +144,10 @@ class FaultyStore:
     stalls: list[asyncio.Future[str]] = field(default_factory=list)
     _reached: dict[str, asyncio.Event] = field(default_factory=dict)
 
+    def __getattr__(self, name: str) -> Any:
+        """The rest of a store (its events side) is the real one's, untouched."""
+        return getattr(self.inner, name)
+
     def reached(self, handle: str) -> asyncio.Event:
         """Set once a change of `handle` has reached the store."""
         return self._reached.setdefault(handle, asyncio.Event())

@@ -42,7 +42,7 @@ async def quick_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 @contextlib.asynccontextmanager
 async def subscribed(stack: GatewayStack) -> AsyncIterator[WebhookReceiver]:
     async with webhook_receiver() as receiver:
-        await stack.store.set_webhook(stack.account_id, receiver.url, SECRET)  # type: ignore[attr-defined]
+        await stack.store.set_webhook(stack.account_id, receiver.url, SECRET)
         yield receiver
 
 
@@ -57,7 +57,7 @@ async def settled(stack: GatewayStack, handle: str) -> ReplayedEvent:
     """The handle's one event, once its delivery has ended."""
 
     async def ended() -> ReplayedEvent | None:
-        events = await stack.store.order_events(  # type: ignore[attr-defined]
+        events = await stack.store.order_events(
             stack.account_id, handle, EventQuery(), deadline=time.monotonic() + 5
         )
         assert len(events) <= 1, events
@@ -102,7 +102,7 @@ async def test_a_4xx_ends_the_delivery(
         await receiver.until_count(1)
         event = await settled(quick_stack, "order-3")
         # Rejected is final: nothing is left to send, so no retry can follow.
-        assert (await quick_stack.store.outbox_stats()).pending == 0  # type: ignore[attr-defined]
+        assert (await quick_stack.store.outbox_stats()).pending == 0
     figures.fault("webhook receiver answering 410")
     assert (event.state, event.http_status, event.retry_count) == (DeliveryState.REJECTED, 410, 0)
     assert event.response_text == "no such hook"
@@ -134,9 +134,7 @@ async def test_a_receiver_that_never_answers_is_retried_on_schedule_then_failed(
 async def test_readiness_ignores_a_partners_failing_url(
     quick_stack: GatewayStack, http: aiohttp.ClientSession
 ) -> None:
-    await quick_stack.store.set_webhook(  # type: ignore[attr-defined]
-        quick_stack.account_id, "http://127.0.0.1:9/refused", SECRET
-    )
+    await quick_stack.store.set_webhook(quick_stack.account_id, "http://127.0.0.1:9/refused", SECRET)
     await cancel(http, quick_stack, "order-3")
     event = await settled(quick_stack, "order-3")
     assert event.state is DeliveryState.FAILED
@@ -155,7 +153,7 @@ async def test_a_post_held_past_the_grace_is_released_at_shutdown_and_sent_on_re
     async with webhook_receiver() as receiver:
         receiver.statuses = [None]
         async with GatewayStack.start(tmp_path, webhooks=held) as stack:
-            await stack.store.set_webhook(stack.account_id, receiver.url, SECRET)  # type: ignore[attr-defined]
+            await stack.store.set_webhook(stack.account_id, receiver.url, SECRET)
             await cancel(http, stack, "order-3")
             await receiver.until(lambda r: r.held == 1)
         # Stopped, the grace spent with the POST unanswered: given back, no attempt counted.
@@ -174,7 +172,7 @@ async def subscribe(database: str, account_id: str, url: str) -> None:
     """Subscribe through the store, as `webhooks set` does, before any server runs on it."""
     store = await open_store(database)
     try:
-        await store.set_webhook(account_id, url, SECRET)  # type: ignore[attr-defined]
+        await store.set_webhook(account_id, url, SECRET)
     finally:
         await store.close()
 
@@ -182,7 +180,7 @@ async def subscribe(database: str, account_id: str, url: str) -> None:
 async def stored_events(database: str, account_id: str, handle: str) -> list[ReplayedEvent]:
     store = await open_store(database)
     try:
-        events: list[ReplayedEvent] = await store.order_events(  # type: ignore[attr-defined]
+        events: list[ReplayedEvent] = await store.order_events(
             account_id, handle, EventQuery(), deadline=time.monotonic() + 5
         )
         return events

@@ -27,8 +27,10 @@ import orjson
 
 from gateway.calls.auth import unauthenticated
 from gateway.domain.errors import FieldViolation, InvalidArgument, invalid
+from gateway.domain.targets import order_not_found
 from gateway.domain.validation import HANDLE, NON_NEGATIVE, PAGE_SIZE, check_timestamp
 from gateway.protos import events_pb2, order_pb2, orders_service_pb2
+from gateway.store.base import StoredRecord
 from gateway.store.events import EventQuery, ReplayedEvent
 
 DEFAULT_PAGE_SIZE = 50
@@ -52,11 +54,16 @@ BAD_TOKEN = (
 
 
 class ReplayStore(Protocol):
-    """What the replay reads: the events (gateway/store/events.py) and the key of its tokens."""
+    """What the replay reads: the events (gateway/store/events.py), whether the order exists, and
+    the key of its tokens."""
 
     async def order_events(
         self, account_id: str, order_handle: str, query: EventQuery, *, deadline: float
     ) -> list[ReplayedEvent]: ...
+
+    async def read_records(
+        self, account_id: str, order_handle: str, *, deadline: float
+    ) -> list[StoredRecord]: ...
 
     async def account_secret_hash(self, account_id: str) -> bytes | None: ...
 
@@ -230,12 +237,20 @@ class WebhookReplay:
             ),
             deadline=deadline,
         )
+        if not events and after_id is None:
+            await self._check_order_exists(account_id, query.order_handle, deadline)
         webhooks, next_position = page_of(events, query)
         response = orders_service_pb2.ListOrderWebhooksResponse(webhooks=webhooks)
         if next_position is not None:
             key = key if key is not None else await self._key(account_id)
             response.pagination_token = make_token(key, account_id, query, next_position)
         return response
+
+    async def _check_order_exists(self, account_id: str, order_handle: str, deadline: float) -> None:
+        """An empty first page of a handle the account has no order of is NOT_FOUND, as for every
+        other call that names an order: a page is empty only for an order that has no event."""
+        if not await self.store.read_records(account_id, order_handle, deadline=deadline):
+            raise order_not_found(order_handle)
 
     async def _key(self, account_id: str) -> bytes:
         secret_hash = await self.store.account_secret_hash(account_id)

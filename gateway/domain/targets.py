@@ -40,6 +40,11 @@ class RecordKey(Protocol):
 R = TypeVar("R", bound=RecordKey)
 
 
+def order_not_found(order_handle: str) -> NotFound:
+    """The error of a handle the account has no (matching) order record of."""
+    return NotFound("ORDER_NOT_FOUND", f"order {order_handle!r} not found", {"order_handle": order_handle})
+
+
 def resolve_target(query: OrderQuery, records: Sequence[R]) -> R:
     """Choose the one record `query` names among all records of its handle.
 
@@ -62,11 +67,7 @@ def resolve_target(query: OrderQuery, records: Sequence[R]) -> R:
                 latest[leg] = r
         matching = list(latest.values())
     if not matching:
-        raise NotFound(
-            "ORDER_NOT_FOUND",
-            f"order {query.order_handle!r} not found",
-            {"order_handle": query.order_handle},
-        )
+        raise order_not_found(query.order_handle)
     if len(matching) > 1:
         legs = ", ".join(
             f"{type_name(r.type)} {r.type_index} (attempt {r.fulfillment_attempt})"

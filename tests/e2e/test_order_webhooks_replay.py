@@ -146,11 +146,12 @@ async def test_the_events_of_an_order_newest_first_with_their_delivery(
         assert webhook["delivery_http_response_text"] is None
 
 
-async def test_an_order_without_events_or_unknown_replays_empty(
+async def test_an_order_without_events_replays_empty_and_an_unknown_one_is_not_found(
     stack: GatewayStack, http: aiohttp.ClientSession
 ) -> None:
     assert await replay(stack, http, "order-1") == {"webhooks": [], "pagination_token": None}
-    assert await replay(stack, http, "no-such-order") == {"webhooks": [], "pagination_token": None}
+    detail = error_detail(await send(stack, http, "GET", replay_path("no-such-order")), 404)
+    assert detail == {"reason": "ORDER_NOT_FOUND", "order_handle": "no-such-order"}
 
 
 @pytest.mark.parametrize(
@@ -309,8 +310,9 @@ async def test_another_account_never_sees_this_ones_events_nor_uses_its_tokens(
     mine = await replay(history, http)
     assert {w["account_id"] for w in mine["webhooks"]} == {"demo"}
     assert {w["created_at"] for w in mine["webhooks"]}.isdisjoint(w["created_at"] for w in theirs["webhooks"])
-    # A handle only this account has: nothing there for the other one.
-    assert (await replay(history, http, "order-1", auth=other_auth))["webhooks"] == []
+    # A handle only this account has: not found for the other one, as any of its calls says.
+    reply = await send(history, http, "GET", replay_path("order-1"), auth=other_auth)
+    assert error_detail(reply, 404) == {"reason": "ORDER_NOT_FOUND", "order_handle": "order-1"}
     # This account's token, in the other account's hands, on the same handle and query.
     token = (await replay(history, http, limit=2))["pagination_token"]
     reply = await send(history, http, "GET", replay_path(limit=2, pagination_token=token), auth=other_auth)

@@ -164,6 +164,7 @@ class Gateway:
     store: Store | None = None
     delivery: DeliveryWorker | None = None
     hub: EventHub | None = None
+    authenticator: Authenticator | None = None
     access_log: AccessLog | None = None
     tracing: Tracing | None = None
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
@@ -258,9 +259,11 @@ async def _start_grpc(gateway: Gateway, store: Store | None, clock: Clock | None
     hub = gateway.hub = EventHub(instrumented, settings.watch)
     await hub.start()
     metrics.watch_watchers(lambda: hub.watchers)
+    # Told of the accounts this process changes (see Authenticator.account_changed).
+    gateway.authenticator = Authenticator(instrumented)
     servicer = OrdersServicer(
         calls,
-        Authenticator(instrumented),
+        gateway.authenticator,
         admission=admission(settings.admission),
         observe=metrics,
         max_timeout_s=settings.grpc.max_timeout_s,

@@ -160,6 +160,8 @@ class GatewayStack:
     async def create_account(self, account_id: str) -> tuple[str, str]:
         secret = new_secret()
         await self.store.create_account(account_id, hash_secret(secret))
+        if self.server.authenticator is not None:  # not left thinking the account does not exist
+            self.server.authenticator.account_changed(account_id)
         return account_id, secret
 
     @classmethod

@@ -1,21 +1,26 @@
-"""When a group commit runs: at the next turn of the event loop, or up to a millisecond later.
+"""When a group commit runs: at the next turn of the event loop, or, under load, up to
+COMMIT_INTERVAL_S later.
 
 Under gRPC load, grpc.aio hands the servicer one call per loop turn, so a batch that runs at the
-next turn holds about one write: every call pays a whole transaction, and the loop, going round
-once per call, answers the calls one at a time. Letting a batch start at most once per
-COMMIT_INTERVAL_S under load makes batches of several writes: the loop keeps advancing the other
-calls while the batch waits, and they join it. (The README's performance section has the figures.)
+next turn holds about one write: every call pays a whole transaction (with synchronous=FULL, a
+sync of the log too), and the loop, going round once per call, answers the calls one at a time.
+Letting a batch start at most once per COMMIT_INTERVAL_S under load makes batches of several
+writes: the loop keeps advancing the other calls while the batch waits, and they join it. The
+interval is a few milliseconds, not one: the fewer the transactions and syncs, the less CPU each
+call costs, and a saturated loop's calls wait in line far longer than that anyway, so they are
+answered sooner, not later. (The README's performance section has the figures.)
 
 Waiting pays only when the event loop is saturated. A client with a few calls in flight puts
 them all in the batch at once, and the loop then idles until the timer; well below the maximum
-rate every write would be a millisecond later for no gain. So after each wait the pacer looks at
+rate every write would be later for no gain. So after each wait the pacer looks at
 how much of it the loop's thread spent running or ready to run (LoopThreadDemand), and paces only
 while that share, over the recent waits, stays at least SATURATED, a bound that sits between the
 share measured under a saturating load and the share at half its rate. The share is a ratio of
 moving sums (each keeps 1 - DEMAND_DECAY of itself per wait), so a long wait weighs more than a
 short one, and one odd wait does not decide. Once it stops, the pacer tries again
-PROBE_INTERVAL_S later. A write that comes after a quiet spell (more than COMMIT_INTERVAL_S after
-the last batch began) never waits.
+PROBE_INTERVAL_S later: seldom, since below saturation each try delays the few batches it takes
+to find out. A write that comes after a quiet spell (more than COMMIT_INTERVAL_S after the last
+batch began) never waits.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ import os
 import time
 from collections.abc import Callable
 
-COMMIT_INTERVAL_S = 0.001
+COMMIT_INTERVAL_S = 0.003
 SATURATED = 0.6
 DEMAND_DECAY = 0.1
 DEMAND_START = 0.8  # the share assumed when pacing (re)starts: one or two idle waits stop it
-PROBE_INTERVAL_S = 0.1
+PROBE_INTERVAL_S = 1.0
 
 SCHEDSTAT = "/proc/thread-self/schedstat"
 

@@ -464,3 +464,23 @@ async def test_a_dns_server_named_in_the_target_is_asked_for_the_addresses() -> 
 
 async def test_the_systems_resolver_gives_every_address() -> None:
     assert ("127.0.0.1", 50051) in await resolve(parse_target("localhost:50051"))
+
+
+async def test_closing_the_channel_ends_the_calls_waiting_for_a_connection() -> None:
+    accepted = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()  # takes the connection, never says a word: the channel stays connecting
+        await reader.read()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        channel = Channel(f"127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+        waiting = asyncio.ensure_future(channel.unary(METHOD, b"x", (), 30.0))
+        await asyncio.wait_for(accepted.wait(), 5)
+        await channel.close()
+        with pytest.raises(RpcFailed) as failed:
+            await asyncio.wait_for(waiting, 5)
+        assert failed.value.code == grpc.StatusCode.CANCELLED
+    finally:
+        listener.close()

@@ -106,10 +106,12 @@ class Channel:
         self._closed = True
         if self._resolving is not None:
             self._resolving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resolving
         for subchannel in list(self._subchannels.values()):
             await subchannel.close()
         self._subchannels.clear()
-        self._ready.clear()
+        self._notify()  # calls waiting for a connection hear that none will come
 
     # -- picking --------------------------------------------------------------------------------
 
@@ -129,7 +131,9 @@ class Channel:
         """A ready connection, waiting for one while the channel has not failed; raises RpcFailed."""
         loop = asyncio.get_running_loop()
         while True:
-            if self._closed or self._failing():
+            if self._closed:
+                raise RpcFailed(grpc.StatusCode.CANCELLED)  # as grpc's calls on a closed channel
+            if self._failing():
                 raise unavailable()
             changed = self._changed
             assert changed is not None  # made by _start, which _pick has run

@@ -9,7 +9,7 @@ else (5xx, 3xx, a timeout, no connection) is tried again `retries` times, `retry
 then the delivery has failed.
 
 The worker never stands in a call's way: a commit only wakes it (`wake`, which the store calls
-after a commit that wrote events), and it reads the outbox on its own time. It sleeps until the
+after a commit that wrote events to deliver), and it reads the outbox on its own time. It sleeps until the
 store says the next delivery is due, a commit wakes it, or `poll_interval_s` passes (a commit in
 another process sharing the database may wake nobody here).
 """
@@ -217,7 +217,7 @@ class DeliveryWorker:
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s),
         )
-        self._store.on_events_committed(self.wake)
+        self._store.on_deliveries_pending(self.wake)
         self._loop = asyncio.create_task(self._run(), name="webhook delivery")
 
     def wake(self) -> None:

@@ -54,7 +54,8 @@ class DeliveryState(enum.IntEnum):
     FAILED = 3
     """Every attempt failed (5xx, timeout, no connection)."""
     UNSUBSCRIBED = 4
-    """The account had no webhook when the event came to be sent: nothing was sent."""
+    """The account had no webhook when the event was written, or none any more when it came to be
+    sent: nothing was sent."""
 
 
 class ReplayedEvent(NamedTuple):
@@ -158,6 +159,12 @@ class EventStore(Protocol):
         """Call `listener` (on the event loop, without arguments) after each commit that wrote
         events, in this process and, where the database can tell, in others sharing it. A wake-up
         only: the listener reads what is new with `events_after`."""
+        ...
+
+    def on_deliveries_pending(self, listener: Callable[[], None]) -> None:
+        """Call `listener` as `on_events_committed` does, after commits that wrote events to
+        deliver (of accounts with a webhook): the delivery worker's wake-up. A store that cannot
+        tell may call it after every commit that wrote events."""
         ...
 
     # Delivery.

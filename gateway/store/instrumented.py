@@ -122,6 +122,9 @@ class InstrumentedStore:
     def on_events_committed(self, listener: Callable[[], None]) -> None:
         self._store.on_events_committed(listener)
 
+    def on_deliveries_pending(self, listener: Callable[[], None]) -> None:
+        self._store.on_deliveries_pending(listener)
+
     async def claim_deliveries(
         self,
         owner: str,

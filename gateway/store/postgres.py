@@ -464,6 +464,11 @@ class PostgresStore:
         self._listeners.append(listener)
         self._commit_listener.start()
 
+    def on_deliveries_pending(self, listener: Callable[[], None]) -> None:
+        """As `on_events_committed`: a notification does not say whether its events are to be
+        delivered (a claim that finds none costs one statement)."""
+        self.on_events_committed(listener)
+
     def _wake(self) -> None:
         loop = asyncio.get_running_loop()
         for listener in self._listeners:

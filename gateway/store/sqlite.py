@@ -269,10 +269,12 @@ class SqliteStore:
         self.path = path
         self.synchronous = synchronous
         self._listeners: list[Callable[[], None]] = []
-        # Set by a write that added events, cleared when the commit that holds them tells the
-        # listeners. A batch that fails after it was set makes the next commit tell them for
-        # nothing: a wake-up only, which costs a read.
+        self._delivery_listeners: list[Callable[[], None]] = []
+        # Set by a write that added events (to deliver), cleared when the commit that holds them
+        # tells the listeners. A batch that fails after it was set makes the next commit tell them
+        # for nothing: a wake-up only, which costs a read.
         self._events_written = False
+        self._deliveries_written = False
         # Only a COMMIT that syncs is worth the thread hop; without the sync it takes microseconds.
         self._batcher = WriteBatcher(
             writer, commit_in_thread=synchronous == "full", after_commit=self._after_commit
@@ -333,9 +335,12 @@ class SqliteStore:
     def _after_commit(self) -> None:
         if not self._events_written:
             return
-        self._events_written = False
+        listeners = self._listeners
+        if self._deliveries_written:
+            listeners = listeners + self._delivery_listeners
+        self._events_written = self._deliveries_written = False
         loop = asyncio.get_running_loop()
-        for listener in self._listeners:
+        for listener in listeners:
             loop.call_soon(listener)  # one that raises is the loop's to report, not the batch's
 
     @staticmethod
@@ -362,7 +367,8 @@ class SqliteStore:
                 db.execute(_UPDATE_RECORD, (write.status, write.body, now, write.row_id))
                 event = decision.event
                 if event is not None:
-                    sqlite_events.insert_event(db, account_id, order_handle, event, now)
+                    if sqlite_events.insert_event(db, account_id, order_handle, event, now):
+                        self._deliveries_written = True
                     self._events_written = True
             return decision.answer
 
@@ -439,6 +445,9 @@ class SqliteStore:
 
     def on_events_committed(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
+
+    def on_deliveries_pending(self, listener: Callable[[], None]) -> None:
+        self._delivery_listeners.append(listener)
 
     async def claim_deliveries(
         self,

@@ -43,8 +43,9 @@ _IN_FLIGHT = f"state = {PENDING} AND delivery_id IS NOT NULL"
 
 INSERT_EVENT = (
     "INSERT INTO order_events (account_id, order_handle, fulfillment_attempt, value,"
-    " recorded_at_us, created_at_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " recorded_at_us, created_at_ms, body, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_SUBSCRIBED = "SELECT 1 FROM webhooks WHERE account_id = ?"
 _LAST_EVENT_ID = "SELECT max(id) FROM order_events"
 _EVENTS_AFTER = "SELECT id, account_id, body FROM order_events WHERE id > ? ORDER BY id LIMIT ?"
 _ACCOUNT_EVENTS_AFTER = (
@@ -101,8 +102,15 @@ _REMOVE_WEBHOOK = "DELETE FROM webhooks WHERE account_id = ?"
 
 def insert_event(
     db: sqlite3.Connection, account_id: str, order_handle: str, event: EventWrite, now_ms: int
-) -> None:
-    """The event of a change, in the change's own transaction."""
+) -> bool:
+    """The event of a change, in the change's own transaction; whether it is to be delivered.
+
+    An account without a webhook when its event is written never gets that event: it is written
+    UNSUBSCRIBED at once, outside the outbox's indexes, rather than marked so by the next claim
+    (another write per event, and a wake-up of the delivery worker per commit, on every cancel of
+    an account that takes no webhooks). The webhook is read in the same transaction, so a `webhooks
+    set` is either before the event (it is delivered) or after it (it is not)."""
+    subscribed = db.execute(_SUBSCRIBED, (account_id,)).fetchone() is not None
     db.execute(
         INSERT_EVENT,
         (
@@ -113,8 +121,10 @@ def insert_event(
             event.recorded_at_us,
             now_ms,
             event.body,
+            PENDING if subscribed else UNSUBSCRIBED,
         ),
     )
+    return subscribed
 
 
 # --- the stream and the replay --------------------------------------------------------------------

@@ -164,6 +164,7 @@ DELIVERED = DeliveryOutcome(DeliveryState.DELIVERED, 200, "ok")
 async def test_a_change_writes_one_event_that_tells_what_was_committed(events: Store) -> None:
     assert await events.last_event_id() == 0
     assert await events.events_after(0, limit=10) == []
+    await subscribe(events, ACME)  # its event waits to be delivered
     [tracked] = await track(events, ACME, "h")
     assert await events.last_event_id() == 0  # a track writes no event
     stored = await change(events, ACME, OrderQuery("h"), now_ms=NOW_MS + 5, update=metadata(reason="gone"))
@@ -393,6 +394,17 @@ async def test_listeners_hear_of_commits_that_wrote_events(events: Store, backen
     assert await seen[0] == [written.event_id]
 
 
+async def test_deliveries_pending_is_heard_after_a_commit_with_an_event_to_deliver(
+    events: Store,
+) -> None:
+    await subscribe(events, ACME)
+    await track(events, ACME, "h")
+    heard = asyncio.Event()
+    events.on_deliveries_pending(heard.set)
+    await change(events, ACME, OrderQuery("h"))
+    await asyncio.wait_for(heard.wait(), 10)
+
+
 # --- delivery ------------------------------------------------------------------------------------
 
 
@@ -549,6 +561,9 @@ async def test_events_of_accounts_without_a_webhook_are_unsubscribed(events: Sto
     await cancelled(events, RIVAL, "r1")
     await cancelled(events, ACME, "a1")
     await cancelled(events, RIVAL, "r2")
+    # Written so, before any claim: only ACME's event waits in the outbox.
+    assert (await delivery_of(events, RIVAL, "r1"))[0] == DeliveryState.UNSUBSCRIBED
+    assert (await events.outbox_stats()).pending == 1
     [delivery] = await claim(events)
     assert (delivery.account_id, handles_of(delivery.bodies)) == (ACME, ["a1"])
     for handle in ("r1", "r2"):
@@ -674,7 +689,27 @@ async def test_events_and_webhooks_survive_a_reopen(events: Store, backend: Stor
     assert taken.delivery_id == delivery.delivery_id
 
 
-# --- SQLite only: the outbox's queries use its indexes -------------------------------------------
+# --- SQLite only: the outbox's queries use its indexes, and wake-ups it can spare ----------------
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_sqlite_wakes_no_delivery_for_an_account_without_a_webhook(events: Store) -> None:
+    """The delivery worker is not woken by a commit that has nothing for it to send."""
+    await track(events, RIVAL, "r")
+    await track(events, ACME, "a")
+    woken: list[str] = []
+    committed = asyncio.Event()
+    events.on_deliveries_pending(lambda: woken.append("delivery"))
+    events.on_events_committed(committed.set)
+    await change(events, RIVAL, OrderQuery("r"))
+    # The listeners of one commit are called in one round of the loop, before this task resumes.
+    await asyncio.wait_for(committed.wait(), 10)
+    assert woken == []
+    await subscribe(events, ACME)
+    committed.clear()
+    await change(events, ACME, OrderQuery("a"))
+    await asyncio.wait_for(committed.wait(), 10)
+    assert woken == ["delivery"]
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)

@@ -364,6 +364,9 @@ class Outbox:
     def on_events_committed(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
 
+    def on_deliveries_pending(self, listener: Callable[[], None]) -> None:
+        self.listeners.append(listener)
+
 
 async def watching(
     hub: EventHub, request: orders_service_pb2.WatchOrderEventsRequest, context: StreamContext

@@ -82,6 +82,9 @@ class MemoryOutbox:
     def on_events_committed(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
 
+    def on_deliveries_pending(self, listener: Callable[[], None]) -> None:
+        self.listeners.append(listener)
+
     async def claim_deliveries(
         self, owner: str, *, now_ms: int, lease_ms: int, max_deliveries: int, max_events: int
     ) -> list[ClaimedDelivery]:

@@ -164,7 +164,7 @@ class EventHub:
         """Start following the outbox from the last event committed now."""
         self._last = await self.source.last_event_id()
         self._current.set()
-        self.source.on_events_committed(self._wake.set)
+        self.source.on_events_committed(self._committed)
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="event-hub")
 
     async def stop(self) -> None:
@@ -217,6 +217,15 @@ class EventHub:
         for watchers in list(self._by_account.values()):
             for subscription in list(watchers):
                 subscription.end(why)
+
+    def _committed(self) -> None:
+        """A commit wrote events. Without watchers the reader is not woken (a task switch per
+        commit, on every cancel of a process nobody watches): the position falls behind instead,
+        and the next watcher first brings it up to date (see `watch`)."""
+        if self._count:
+            self._wake.set()
+        else:
+            self._current.clear()
 
     async def _follow(self) -> None:
         try:

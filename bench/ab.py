@@ -60,6 +60,7 @@ from bench.load import (
     wrk_pool_size,
     wrk_request_cap,
 )
+from bench.postgres import free_port
 from bench.processes import COMMAND_TIMEOUT_S, REPO, ServerFailed, ServerProcess
 from bench.tools import ToolMissing, Tools, ensure_tools
 
@@ -179,12 +180,14 @@ class Revision:
     def server_argv(self, mode: str, options: Sequence[str]) -> list[str]:
         """`hypertrack-gateway MODE` of this revision on free ports, with this side's server flags
         where the database is."""
-        ports = {
-            "serve": ["--http-port", "0", "--grpc-port", "0"],
-            "grpc": ["--grpc-port", "0"],
-            "http": ["--http-port", "0"],
-        }[mode]
         extra = self.server_args if mode in ("serve", "grpc") else ()
+        # --workers above 1 needs fixed ports: free ones, picked just before the server binds them.
+        port = (lambda: str(free_port())) if "--workers" in extra else (lambda: "0")
+        ports = {
+            "serve": ["--http-port", port(), "--grpc-port", port()],
+            "grpc": ["--grpc-port", port()],
+            "http": ["--http-port", port()],
+        }[mode]
         return self.argv(mode, *ports, *options, *extra)
 
     def start(self, name: str, mode: str, options: Sequence[str], log_dir: Path) -> ServerProcess:

@@ -69,12 +69,18 @@ class WebhookSettings:
     """Deliveries in flight at once (of different accounts, or batches of one)."""
     poll_interval_s: float = 2.0
     """The longest sleep between two looks at the outbox (for commits of other processes)."""
+    gather_s: float = 0.05
+    """After a claim that left nothing new behind, the shortest time before the next: under load
+    commits come every few milliseconds, and the events of that time then share one claim and
+    their account's POSTs rather than each commit making its own. A backlog is claimed at once."""
 
     def __post_init__(self) -> None:
         if self.retries < 0:
             raise ValueError("retries must be at least 0")
         if self.batch_size < 1 or self.concurrency < 1:
             raise ValueError("batch_size and concurrency must be at least 1")
+        if self.gather_s < 0:
+            raise ValueError("gather_s must be at least 0")
         if min(self.retry_interval_s, self.timeout_s, self.poll_interval_s) <= 0:
             raise ValueError("retry_interval_s, timeout_s and poll_interval_s must be positive")
         if self.lease_s <= self.timeout_s:
@@ -201,6 +207,7 @@ class DeliveryWorker:
         self._clock = clock
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -229,6 +236,7 @@ class DeliveryWorker:
         what is still held, unsent, for another process or the next start to send."""
         deadline = time.monotonic() + grace_s
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._loop is not None:
             # It ends once the store call it may be in returns; one that hangs is cut off.
@@ -257,10 +265,13 @@ class DeliveryWorker:
     # --- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
+            claimed_at = loop.time()
+            drained = False
             try:
-                wait_s = await self._claim_and_schedule()
+                wait_s, drained = await self._claim_and_schedule()
             except Exception:
                 # A database that is down must not end delivery for the life of the process.
                 log.exception("webhook delivery: the store failed; trying again later")
@@ -270,13 +281,19 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._wake.wait()
+            rest = claimed_at + self._settings.gather_s - loop.time() if drained else 0.0
+            if rest > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(rest):
+                        await self._stopped.wait()
 
-    async def _claim_and_schedule(self) -> float:
-        """Claim what is due, as far as there is room; how long to sleep before looking again."""
+    async def _claim_and_schedule(self) -> tuple[float, bool]:
+        """Claim what is due, as far as there is room; how long to sleep before looking again, and
+        whether the claim took everything there was to take."""
         settings = self._settings
         room = settings.concurrency - len(self._in_flight)
         if room <= 0:
-            return settings.poll_interval_s  # a finished delivery wakes the loop
+            return settings.poll_interval_s, False  # a finished delivery wakes the loop
         claimed = await self._store.claim_deliveries(
             self.owner,
             now_ms=self._clock(),
@@ -293,11 +310,12 @@ class DeliveryWorker:
             self._in_flight[delivery.delivery_id] = task
             task.add_done_callback(functools.partial(self._finished, delivery.delivery_id))
         if len(claimed) >= room:
-            return 0.0 if len(self._in_flight) < settings.concurrency else settings.poll_interval_s
+            full = len(self._in_flight) >= settings.concurrency
+            return (settings.poll_interval_s if full else 0.0), False
         due_ms = await self._store.next_delivery_due_ms()
         if due_ms is None:
-            return settings.poll_interval_s
-        return min(settings.poll_interval_s, max(MIN_WAIT_S, (due_ms - self._clock()) / 1000))
+            return settings.poll_interval_s, True
+        return min(settings.poll_interval_s, max(MIN_WAIT_S, (due_ms - self._clock()) / 1000)), True
 
     def _finished(self, delivery_id: str, _: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)

@@ -65,6 +65,8 @@ class MemoryOutbox:
     fail_claims: int = 0
     released: int = 0
     _next_event_id: int = 1
+    claimed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by every claim."""
 
     def subscribe(self, account_id: str, url: str) -> None:
         self.webhooks[account_id] = Webhook(account_id, url, SECRET, 0)
@@ -88,6 +90,7 @@ class MemoryOutbox:
     async def claim_deliveries(
         self, owner: str, *, now_ms: int, lease_ms: int, max_deliveries: int, max_events: int
     ) -> list[ClaimedDelivery]:
+        self.claimed.set()
         if self.fail_claims:
             self.fail_claims -= 1
             raise OSError("the database is down")
@@ -295,6 +298,24 @@ async def test_pending_events_of_one_account_go_in_one_post_oldest_first() -> No
         ["order-3", "order-4"],
     ]
     assert sorted(i for d in outbox.deliveries.values() for i in d.event_ids) == ids
+
+
+async def test_commits_soon_after_a_claim_that_took_everything_share_the_next_one() -> None:
+    async with webhook_receiver() as receiver:
+        outbox = MemoryOutbox()
+        outbox.subscribe("acme", receiver.url)
+        worker = DeliveryWorker(outbox, dataclasses.replace(FAST, gather_s=0.5))  # type: ignore[arg-type]
+        worker.start()
+        try:
+            await outbox.claimed.wait()  # its first claim found the outbox empty
+            for i in range(3):
+                outbox.commit_event("acme", f"order-{i}")  # each commit wakes the worker
+                await asyncio.sleep(0.02)  # commits some milliseconds apart, as under load
+            await until_ended(outbox, 1)
+        finally:
+            await worker.stop(0.5)
+    [post] = receiver.requests
+    assert [e["data"]["order_handle"] for e in post.events] == ["order-0", "order-1", "order-2"]
 
 
 async def test_deliveries_of_different_accounts_run_at_once() -> None:

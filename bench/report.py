@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from bench.disk import describe as describe_sync
 from bench.suite import (
     BY_KEY,
     GRPC_GATEWAY_VARIANT,
@@ -84,6 +85,10 @@ def render(outcome: Outcome) -> str:
         out += ["", *_table(header, fixed_rows)]
         tools = "; ".join(f"{BY_KEY[f.variant].label}: {f.tool}" for f in outcome.fixed)
         out.append(f"  (one run each, the ceiling at the same rate; {tools})")
+    if outcome.disk is not None:
+        out.append(
+            f"  the disk's floor under a durable commit (bench/disk.py, on the databases' directory): {describe_sync(outcome.disk)}"
+        )
 
     out += _delivery_lines(outcome)
 

@@ -42,6 +42,7 @@ from bench import gogateway, ratios
 from bench.answer import ANSWER_PREFIX, cancelled_seed_order, fetch_answer
 from bench.cpu import cpu_seconds
 from bench.database import Database
+from bench.disk import SyncLatency, fdatasync_latency
 from bench.environment import describe
 from bench.figures import VariantFigures, median, summarise
 from bench.jsonbench import EncodeTimes, time_encoders
@@ -129,6 +130,7 @@ class Settings:
     memory_cancels: int = 200_000
     memory_checkpoints: int = 10
     delivery_events: int = 20_000  # the backlog the delivery row drains
+    disk_syncs: int = 2000  # fdatasyncs timed for the disk's floor under a durable commit (bench/disk.py)
     json_repeats: int = 7
     json_repeat_s: float = 0.2
     server_log_level: str = "warning"
@@ -143,6 +145,7 @@ QUICK = Settings(
     fixed_duration_s=1,
     memory_cancels=2000,
     delivery_events=1000,
+    disk_syncs=100,
     json_repeats=3,
     json_repeat_s=0.02,
 )
@@ -224,6 +227,7 @@ class Outcome:
     webhook: WebhookRow | None = None
     delivery: Delivery | None = None
     memory: Memory | None = None
+    disk: SyncLatency | None = None  # the fdatasync under each durable commit, alone
     measurements: list[Measurement] = field(default_factory=list)
     discarded: list[Measurement] = field(default_factory=list)  # runs that outran their pool, then redone
     targets: list[Target] = field(default_factory=list)
@@ -315,6 +319,8 @@ class Bench:
             for key in FIXED_RATE_VARIANTS:
                 rps = next(r.medians["rps"] for r in outcome.rows if r.key == key)
                 outcome.fixed.append(self._fixed_rate(BY_KEY[key], (rps or 0) / 2))
+            progress("timing fdatasync alone on the databases' disk")
+            outcome.disk = fdatasync_latency(self.workdir, syncs=s.disk_syncs)
             outcome.ratios = self._ratios(per_run, outcome)
             outcome.webhook = self._webhook_row()
             outcome.delivery = self._delivery()
@@ -766,10 +772,11 @@ class Bench:
     def _targets(outcome: Outcome) -> list[Target]:
         by_key = {r.key: r for r in outcome.ratios}
         targets = []
+        floors = _sync_floors(outcome)
         for target in RATIO_TARGETS:
             ratio = by_key[target.ratio]
             runs = ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratio.runs)
-            note = f"runs: {runs}" if len(ratio.runs) > 1 else ""
+            note = f"runs: {runs}" if len(ratio.runs) > 1 else floors.get(target.ratio, "")
             targets.append(
                 Target(ratio.name, ratio.value, target.bound, target.at_least, "x", note, ratio.missing)
             )
@@ -796,3 +803,24 @@ class Bench:
                 )
             )
         return targets
+
+
+# The tail targets, by the fixed-rate row whose ceiling's p99 they divide by.
+_TAIL_TARGETS = {"rest-tail-over-aiohttp": "rest-embedded", "grpc-tail-over-bare": "grpc"}
+
+
+def _sync_floors(outcome: Outcome) -> dict[str, str]:
+    """For each tail target, the disk's fdatasync p99 alone over the same ceiling's p99: where that is
+    above the target's bound, no durable write can meet it on this disk."""
+    if outcome.disk is None:
+        return {}
+    notes = {}
+    for target, variant in _TAIL_TARGETS.items():
+        fixed = next((f for f in outcome.fixed if f.variant == variant), None)
+        if fixed is None or not fixed.ceiling.p99_ms:
+            continue
+        floor = outcome.disk.p99_ms / fixed.ceiling.p99_ms
+        notes[target] = (
+            f"the disk's fdatasync p99 alone is {outcome.disk.p99_ms:.2f} ms, {floor:.2f}x that ceiling's p99"
+        )
+    return notes

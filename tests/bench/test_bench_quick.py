@@ -113,7 +113,8 @@ def test_the_table_has_every_row(quick: QuickRun) -> None:
                     "Targets", "answers: the ceilings answer", "the issue measured its naive gateway at 0.14",
                     "req/s over the naive gateway's: embedded (serve) ", "tools: ", "grpc-gateway v2.",
                     "REST rows next to grpc-gateway (Go) -> the same grpc", "webhook subscribed: ",
-                    "Webhook delivery to a fast receiver", "a backlog drained by a fresh serve"):  # fmt: skip
+                    "Webhook delivery to a fast receiver", "a backlog drained by a fresh serve",
+                    "the disk's floor under a durable commit", "the disk's fdatasync p99 alone is"):  # fmt: skip
         assert heading in table, heading
     # Every ratio of issue 15's targets table, and issue 14's, with its verdict.
     for spec in ratios.SPECS:
@@ -143,6 +144,8 @@ def test_the_json_has_every_figure(quick: QuickRun) -> None:
         assert all(value is not None for value in row["medians"].values()), row
         assert all(value is not None for value in row["ratios"].values()), row
     assert [f["variant"] for f in figures["fixed"]] == list(FIXED_RATE_VARIANTS)
+    disk = figures["disk"]
+    assert disk["syncs"] == QUICK.disk_syncs and 0 < disk["p50_ms"] <= disk["p99_ms"] <= disk["max_ms"], disk
     assert len(figures["memory"]["checkpoints"]) == QUICK.memory_checkpoints + 1
     encoders = figures["encoders"]
     for name in ("encode_json_us", "orjson_us", "message_to_json_us", "message_to_json_compact_us"):

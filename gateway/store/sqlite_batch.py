@@ -46,8 +46,8 @@ T = TypeVar("T")
 # batch as soon as its loop has gathered one. A waiter that backed off further than that loses
 # every race for the lock to it: with 50 ms pauses a `--workers 2` serve made no more requests
 # than one worker, and its p99 was 0.9 s. A try that finds the lock taken costs microseconds.
-FIRST_RETRY_S = 0.0005
-MAX_RETRY_S = 0.002
+FIRST_RETRY_S = 0.0002
+MAX_RETRY_S = 0.001
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:

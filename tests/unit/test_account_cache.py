@@ -12,6 +12,7 @@ from gateway.calls.auth import AccountCache, Authenticator
 from gateway.calls.credentials import hash_secret
 from gateway.domain.errors import Unauthenticated
 from gateway.store.base import OrderStore
+from tests.unit.test_auth import FakeAccounts
 
 
 class Clock:
@@ -22,24 +23,12 @@ class Clock:
         return self.now
 
 
-class Accounts:
-    """The one store call the Authenticator makes, over a dict, counting calls."""
-
-    def __init__(self, accounts: dict[str, str]) -> None:
-        self.hashes = {account: hash_secret(secret) for account, secret in accounts.items()}
-        self.lookups: list[str] = []
-
-    async def account_secret_hash(self, account_id: str) -> bytes | None:
-        self.lookups.append(account_id)
-        return self.hashes.get(account_id)
-
-
 def basic(account_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{account_id}:{secret}".encode()).decode()
 
 
 def authenticator(
-    accounts: Accounts, clock: Clock, *, cache_seconds: float = 5.0, cache_entries: int = 100
+    accounts: FakeAccounts, clock: Clock, *, cache_seconds: float = 5.0, cache_entries: int = 100
 ) -> Authenticator:
     return Authenticator(
         cast(OrderStore, accounts), clock=clock, cache_seconds=cache_seconds, cache_entries=cache_entries
@@ -140,7 +129,7 @@ def test_a_cache_of_no_time_or_no_room_keeps_nothing(ttl_s: float, max_entries: 
 
 
 async def test_the_store_is_asked_once_per_account_until_the_entry_expires() -> None:
-    accounts, clock = Accounts({"acme": "right"}), Clock()
+    accounts, clock = FakeAccounts({"acme": "right"}), Clock()
     auth = authenticator(accounts, clock, cache_seconds=5.0)
     for _ in range(3):
         assert await auth.authenticate(basic("acme", "right")) == "acme"
@@ -155,7 +144,7 @@ async def test_the_store_is_asked_once_per_account_until_the_entry_expires() -> 
 
 
 async def test_a_changed_account_is_read_anew_at_once() -> None:
-    accounts, clock = Accounts({"acme": "first"}), Clock()
+    accounts, clock = FakeAccounts({"acme": "first"}), Clock()
     auth = authenticator(accounts, clock)
     assert await auth.authenticate(basic("acme", "first")) == "acme"
     with pytest.raises(Unauthenticated):  # not yet created: kept as unknown
@@ -175,7 +164,7 @@ async def test_a_changed_account_is_read_anew_at_once() -> None:
 
 
 async def test_a_change_during_a_lookup_is_not_overwritten_by_it() -> None:
-    accounts, clock = Accounts({"acme": "first"}), Clock()
+    accounts, clock = FakeAccounts({"acme": "first"}), Clock()
     gate, reading = asyncio.Event(), asyncio.Event()
     read = accounts.account_secret_hash
 
@@ -199,7 +188,7 @@ async def test_a_change_during_a_lookup_is_not_overwritten_by_it() -> None:
 
 
 async def test_failed_lookups_are_not_kept_past_the_bound() -> None:
-    accounts, clock = Accounts({"acme": "right"}), Clock()
+    accounts, clock = FakeAccounts({"acme": "right"}), Clock()
     auth = authenticator(accounts, clock, cache_entries=50)
     for n in range(500):
         with pytest.raises(Unauthenticated):
@@ -212,7 +201,7 @@ async def test_a_store_failure_is_not_kept() -> None:
     class Down(Exception):
         pass
 
-    accounts, clock = Accounts({"acme": "right"}), Clock()
+    accounts, clock = FakeAccounts({"acme": "right"}), Clock()
     read = accounts.account_secret_hash
     failing = True
 

@@ -218,34 +218,38 @@ class Http2Connection(asyncio.Protocol):
 
     def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
         self._unacknowledged += len(payload)  # padding included: it counts against the window
-        if flags & frames.PADDED:
-            unpadded = _unpadded(payload)
-            if unpadded is None:
-                self._fail(frames.PROTOCOL_ERROR)
-                return
-            payload = unpadded
+        data = self._unpadded(flags, payload)
+        if data is None:
+            return
         stream = self._streams.get(stream_id)
         if stream is None:
             return  # a stream this side reset or gave up: its late frames are dropped
-        stream.received += payload
+        stream.received += data
         if len(stream.received) > MAX_RECEIVE_MESSAGE_BYTES + _MESSAGE_PREFIX:
             self._end(stream, RpcFailed(grpc.StatusCode.RESOURCE_EXHAUSTED), frames.CANCEL)
         elif flags & frames.END_STREAM:
             self._complete(stream, None)
 
     def _headers(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if flags & frames.PADDED:
-            unpadded = _unpadded(payload)
-            if unpadded is None:
-                self._fail(frames.PROTOCOL_ERROR)
-                return
-            payload = unpadded
+        block = self._unpadded(flags, payload)
+        if block is None:
+            return
         if flags & frames.PRIORITY_FLAG:
-            payload = payload[5:]
+            block = block[5:]
         if flags & frames.END_HEADERS:
-            self._header_block(flags, stream_id, payload)
+            self._header_block(flags, stream_id, block)
         else:
-            self._continuing = (stream_id, flags, bytearray(payload))
+            self._continuing = (stream_id, flags, bytearray(block))
+
+    def _unpadded(self, flags: int, payload: bytes) -> bytes | None:
+        """The payload of a DATA or HEADERS frame without its padding, if PADDED; None, with the
+        connection failed, when the padding is longer than the frame."""
+        if not flags & frames.PADDED:
+            return payload
+        if not payload or payload[0] >= len(payload):
+            self._fail(frames.PROTOCOL_ERROR)
+            return None
+        return payload[1 : len(payload) - payload[0]]
 
     def _continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
         if self._continuing is None or self._continuing[0] != stream_id:
@@ -490,12 +494,6 @@ class Http2Connection(asyncio.Protocol):
             self.ended.set_result(None)
         if self._on_change is not None:
             self._on_change(self)
-
-
-def _unpadded(payload: bytes) -> bytes | None:
-    if not payload or payload[0] >= len(payload):
-        return None
-    return payload[1 : len(payload) - payload[0]]
 
 
 def _header(headers: Headers | None, name: str) -> str | None:

@@ -206,8 +206,7 @@ class DeliveryWorker:
         self.owner = owner or new_owner()
         self._clock = clock
         self._wake = asyncio.Event()
-        self._stopping = False
-        self._stopped = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -235,8 +234,7 @@ class DeliveryWorker:
         """Claim no more; let the POSTs in flight finish within `grace_s`, then give the store back
         what is still held, unsent, for another process or the next start to send."""
         deadline = time.monotonic() + grace_s
-        self._stopping = True
-        self._stopped.set()
+        self._stopping.set()
         self._wake.set()
         if self._loop is not None:
             # It ends once the store call it may be in returns; one that hangs is cut off.
@@ -266,7 +264,7 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while not self._stopping.is_set():
             self._wake.clear()
             claimed_at = loop.time()
             drained = False
@@ -276,7 +274,7 @@ class DeliveryWorker:
                 # A database that is down must not end delivery for the life of the process.
                 log.exception("webhook delivery: the store failed; trying again later")
                 wait_s = self._settings.poll_interval_s
-            if self._stopping:
+            if self._stopping.is_set():
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
@@ -285,7 +283,7 @@ class DeliveryWorker:
             if rest > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(rest):
-                        await self._stopped.wait()
+                        await self._stopping.wait()
 
     async def _claim_and_schedule(self) -> tuple[float, bool]:
         """Claim what is due, as far as there is room; how long to sleep before looking again, and
@@ -302,7 +300,7 @@ class DeliveryWorker:
             max_events=settings.batch_size,
         )
         for delivery in claimed:
-            if self._stopping:
+            if self._stopping.is_set():
                 break  # released by `stop`
             if delivery.delivery_id in self._in_flight:
                 continue  # its lease ran out mid-POST and came back here: the POST goes on

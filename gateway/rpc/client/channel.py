@@ -75,10 +75,6 @@ class Channel:
             asyncio.get_running_loop()
             self._start()
 
-    @property
-    def authority(self) -> str:
-        return self._target.authority
-
     async def unary(self, method: str, request: bytes, metadata: Metadata, timeout_s: float) -> bytes:
         """The response message of a call of `method` (`/package.Service/Method`); raises
         RpcFailed. `timeout_s` is in seconds from now."""
@@ -239,7 +235,7 @@ class Channel:
 
         def made() -> Http2Connection:
             nonlocal connection
-            connection = Http2Connection(on_change=lambda _: self._notify())
+            connection = Http2Connection()
             return connection
 
         try:

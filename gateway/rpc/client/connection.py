@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from typing import cast
 
 import grpc
@@ -34,6 +33,7 @@ from gateway.rpc.client.failures import (
     unavailable,
 )
 from gateway.rpc.client.hpack import HeaderDecoder, Headers, HpackError
+from gateway.rpc.status import DETAILS_KEY
 
 MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
 """A response larger than this fails RESOURCE_EXHAUSTED, grpc's default limit."""
@@ -78,11 +78,10 @@ class _Stream:
 class Http2Connection(asyncio.Protocol):
     """Unary calls over one connection. `ready` resolves when the server's first SETTINGS arrives
     (fails if the connection ends first); `ended` when the connection takes no more new calls
-    (GOAWAY, or lost). `on_change` is called on either."""
+    (GOAWAY, or lost)."""
 
-    def __init__(self, *, on_change: Callable[[Http2Connection], None] | None = None) -> None:
+    def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._on_change = on_change
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.ended: asyncio.Future[None] = self._loop.create_future()
         self._transport: asyncio.Transport | None = None
@@ -315,7 +314,6 @@ class Http2Connection(asyncio.Protocol):
         self._queue(frames.frame(frames.SETTINGS, frames.ACK, 0))
         if not self.ready.done():
             self.ready.set_result(None)
-            self._changed()
         self._start_waiting()
         self._send_blocked()
 
@@ -425,19 +423,19 @@ class Http2Connection(asyncio.Protocol):
 
     def _expire(self, stream: _Stream) -> None:
         stream.timer = None
-        if stream.id in self._streams:
-            self._end(stream, RpcFailed(grpc.StatusCode.DEADLINE_EXCEEDED), frames.CANCEL)
-        elif stream in self._waiting:
-            self._waiting.remove(stream)
-            self._settle(stream, RpcFailed(grpc.StatusCode.DEADLINE_EXCEEDED))
+        self._give_up(stream, grpc.StatusCode.DEADLINE_EXCEEDED)
 
     def _abandoned(self, stream: _Stream) -> None:
-        """The caller gave up (its task was cancelled): the server is told, when it knows of the call."""
-        if stream.id in self._streams and self._streams[stream.id] is stream:
-            self._end(stream, RpcFailed(grpc.StatusCode.CANCELLED), frames.CANCEL)
+        """The caller gave up (its task was cancelled)."""
+        self._give_up(stream, grpc.StatusCode.CANCELLED)
+
+    def _give_up(self, stream: _Stream, code: grpc.StatusCode) -> None:
+        """End a call with `code`: the server is told, when it knows of the call."""
+        if self._streams.get(stream.id) is stream:
+            self._end(stream, RpcFailed(code), frames.CANCEL)
         elif stream in self._waiting:
             self._waiting.remove(stream)
-            self._settle(stream, RpcFailed(grpc.StatusCode.CANCELLED))
+            self._settle(stream, RpcFailed(code))
 
     # -- the connection -------------------------------------------------------------------------
 
@@ -490,10 +488,9 @@ class Http2Connection(asyncio.Protocol):
         self._changed()
 
     def _changed(self) -> None:
+        """It may have stopped taking new calls: `ended` says so once it has."""
         if (self._draining or self._closed) and not self.ended.done():
             self.ended.set_result(None)
-        if self._on_change is not None:
-            self._on_change(self)
 
 
 def _header(headers: Headers | None, name: str) -> str | None:
@@ -512,7 +509,7 @@ def _outcome(headers: Headers | None, trailers: Headers | None, received: bytear
         return RpcFailed(code)
     code = code_of(status)
     if code != grpc.StatusCode.OK:
-        return RpcFailed(code, details_of(_header(trailers, "grpc-status-details-bin")))
+        return RpcFailed(code, details_of(_header(trailers, DETAILS_KEY)))
     # One uncompressed message, whole: this side asked for no compression.
     if len(received) < _MESSAGE_PREFIX or received[0] != 0:
         return RpcFailed(grpc.StatusCode.INTERNAL)

@@ -13,8 +13,8 @@ import binascii
 import grpc
 
 from gateway.rpc.client import frames
+from gateway.rpc.status import DETAILS_KEY
 
-DETAILS_KEY = "grpc-status-details-bin"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _HTTP_CODES = {
     400: grpc.StatusCode.INTERNAL,

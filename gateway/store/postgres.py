@@ -55,7 +55,7 @@ from gateway.store.events import (
     StoredEvent,
     Webhook,
 )
-from gateway.store.postgres_base import MIN_COMMIT_S, Work
+from gateway.store.postgres_base import MIN_COMMIT_S, Work, answer_too_late, now_ms
 from gateway.store.postgres_base import statement_timeout as _timeout
 from gateway.store.postgres_batch import ChangeBatcher
 from gateway.store.postgres_listen import CommitListener
@@ -127,10 +127,6 @@ _PING = (
 
 class _Retry(Exception):
     """Internal: the attempt failed in a way that another attempt may not."""
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _lock_half(text: str) -> int:
@@ -302,9 +298,7 @@ class PostgresStore:
         except _RETRYABLE as error:
             raise _Retry from error
         except TimeoutError as error:
-            raise Unavailable(
-                "STORE_BUSY", "the database did not answer before the deadline; retry later"
-            ) from error
+            raise answer_too_late() from error
         except asyncpg.exceptions.UniqueViolationError as error:
             # Only a writer that skips the handle locks (an older gateway) gets here:
             # the record it meant to create exists already.
@@ -380,7 +374,7 @@ class PostgresStore:
                 # One array per column, in NewRecord's order: handle, type, index, attempt, status, body.
                 columns = [list(column) for column in zip(*insertion.records, strict=True)]
                 await connection.execute(
-                    _INSERT_ORDERS, account_id, *columns, _now_ms(), timeout=_timeout(deadline)
+                    _INSERT_ORDERS, account_id, *columns, now_ms(), timeout=_timeout(deadline)
                 )
             return insertion.answer
 
@@ -404,7 +398,7 @@ class PostgresStore:
                 " ON CONFLICT (account_id) DO NOTHING RETURNING true",
                 account_id,
                 secret_hash,
-                _now_ms(),
+                now_ms(),
                 timeout=_timeout(deadline),
             )
             return created is not None
@@ -498,7 +492,7 @@ class PostgresStore:
 
     async def finish_delivery(self, owner: str, delivery_id: str, outcome: DeliveryOutcome) -> bool:
         return await self._event_call(
-            lambda c, d: postgres_events.finish_delivery(c, d, owner, delivery_id, outcome, now_ms=_now_ms()),
+            lambda c, d: postgres_events.finish_delivery(c, d, owner, delivery_id, outcome, now_ms=now_ms()),
             write=True,
             one_statement=True,
         )
@@ -516,7 +510,7 @@ class PostgresStore:
 
     async def set_webhook(self, account_id: str, url: str, secret: str) -> None:
         await self._event_call(
-            lambda c, d: postgres_events.set_webhook(c, d, account_id, url, secret, now_ms=_now_ms()),
+            lambda c, d: postgres_events.set_webhook(c, d, account_id, url, secret, now_ms=now_ms()),
             write=True,
             one_statement=True,
         )

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from gateway.domain.errors import Unavailable
 from gateway.store import postgres_events
 from gateway.store.base import ANSWER_MARGIN_S, Decide, RecordWrite, StoredRecord
-from gateway.store.postgres_base import MIN_STATEMENT_S, Work, statement_timeout
+from gateway.store.postgres_base import MIN_STATEMENT_S, Work, answer_too_late, now_ms, statement_timeout
 from gateway.store.postgres_events import ChangedEvent
 
 T = TypeVar("T")
@@ -72,14 +72,6 @@ SELECT_LOCKED = (
     " JOIN orders AS o ON o.account_id = k.account_id AND o.order_handle = k.order_handle"
     " ORDER BY o.id FOR UPDATE OF o"
 )
-
-
-def _busy() -> Unavailable:
-    return Unavailable("STORE_BUSY", "the database did not answer before the deadline; retry later")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True, eq=False)
@@ -148,7 +140,7 @@ class ChangeBatcher:
         except TimeoutError:
             if not change.decided:
                 change.abandoned = True
-                raise _busy() from None
+                raise answer_too_late() from None
         except asyncio.CancelledError:
             if change.decided:
                 # Its write commits or not without its caller: nobody will read the outcome.
@@ -250,7 +242,7 @@ class ChangeBatcher:
                 decided.contended.append(change)
                 continue
             if now >= change.give_up_at:  # its caller is gone or about to be: leave it out
-                change.answer.set_exception(_busy())
+                change.answer.set_exception(answer_too_late())
                 continue
             change.decided = True
             current = handle_records[change.account_id, change.order_handle]
@@ -276,7 +268,7 @@ class ChangeBatcher:
             deadline,
             list(decided.writes.values()),
             decided.events,
-            now_ms=_now_ms(),
+            now_ms=now_ms(),
             notice=self._notice,
         )
         return decided

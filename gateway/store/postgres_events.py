@@ -90,9 +90,7 @@ _UPDATE_RECORDS = (
 # an account without a webhook is written UNSUBSCRIBED, outside the outbox's partial indexes, rather
 # than marked so by the next claim.
 WRITE_WITH_EVENTS = (
-    "WITH changed AS ("
-    " UPDATE orders AS o SET status = w.status, body = w.body, updated_at_ms = $4"
-    " FROM unnest($1::int8[], $2::int4[], $3::bytea[]) AS w (id, status, body) WHERE o.id = w.id),"
+    f"WITH changed AS ({_UPDATE_RECORDS}),"
     f" outbox AS MATERIALIZED (SELECT 1 AS locked FROM pg_advisory_xact_lock({OUTBOX_LOCK_KEY}),"
     f" pg_notify('{CHANNEL}', $5::text))"
     " INSERT INTO order_events"

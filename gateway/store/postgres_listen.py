@@ -54,10 +54,6 @@ class CommitListener:
         self._errors = errors
         self._task: asyncio.Task[None] | None = None
         self._connection: Any = None
-        self.connections = 0
-        """How many times the connection was opened (a test's view of the reconnection)."""
-        self.listening = asyncio.Event()
-        """Set while the connection listens; cleared when it is lost."""
 
     def start(self) -> None:
         """Start listening (in the background; on the running event loop). Idempotent."""
@@ -66,6 +62,7 @@ class CommitListener:
 
     async def _listen(self) -> None:
         delay = FIRST_RETRY_S
+        reconnected = False
         while True:
             lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             try:
@@ -79,13 +76,11 @@ class CommitListener:
                 delay = min(delay * 2, MAX_RETRY_S)
                 continue
             delay = FIRST_RETRY_S
-            self.connections += 1
-            self.listening.set()
-            if self.connections > 1:
+            if reconnected:
                 # What was committed while nobody listened is read now.
                 self._wake()
+            reconnected = True
             await lost
-            self.listening.clear()
             self._connection = None
             log.info("the connection listening for committed events was lost; opening another")
 
@@ -108,7 +103,6 @@ class CommitListener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.listening.clear()
         await self._drop()
 
 

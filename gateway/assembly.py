@@ -268,7 +268,7 @@ async def _start_grpc(gateway: Gateway, store: Store | None, clock: Clock | None
         observe=metrics,
         max_timeout_s=settings.grpc.max_timeout_s,
         watch=_served_calls(gateway),
-        replay=WebhookReplay(instrumented),
+        replay=WebhookReplay(instrumented, gateway.authenticator.stored_hash),
         hub=hub,
     )
     gateway.grpc = await _listening(

@@ -160,7 +160,8 @@ class Authenticator:
         """Say that `account_id` was created or its secret changed, so the next call reads it anew."""
         self._cache.forget(account_id)
 
-    async def _stored_hash(self, account_id: str) -> bytes | None:
+    async def stored_hash(self, account_id: str) -> bytes | None:
+        """The account's stored secret hash (None: no such account), from the cache when it has it."""
         cache = self._cache
         known, secret_hash = cache.get(account_id)
         if known:
@@ -173,7 +174,7 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> str:
         """The account id the credentials prove; raises Unauthenticated."""
         account_id, secret = parse_basic(authorization)
-        stored = await self._stored_hash(account_id)
+        stored = await self.stored_hash(account_id)
         matches = secret_matches(secret, stored if stored is not None else _UNKNOWN_ACCOUNT_HASH)
         if stored is None or not matches:
             raise unauthenticated()

@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import hmac
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -211,8 +211,13 @@ def page_of(
 class WebhookReplay:
     """ListOrderWebhooks for an authenticated account, over a store."""
 
-    def __init__(self, store: ReplayStore) -> None:
+    def __init__(
+        self, store: ReplayStore, secret_hash: Callable[[str], Awaitable[bytes | None]] | None = None
+    ) -> None:
         self.store = store
+        # The key of the tokens comes from the account's stored secret hash: the authenticator's
+        # cached lookup (which the call was just authenticated with) spares a store read per page.
+        self._secret_hash = secret_hash or store.account_secret_hash
 
     async def list_order_webhooks(
         self, account_id: str, request: orders_service_pb2.ListOrderWebhooksRequest, deadline: float
@@ -253,7 +258,7 @@ class WebhookReplay:
             raise order_not_found(order_handle)
 
     async def _key(self, account_id: str) -> bytes:
-        secret_hash = await self.store.account_secret_hash(account_id)
+        secret_hash = await self._secret_hash(account_id)
         if secret_hash is None:  # the account went away since it was authenticated
             raise unauthenticated()
         return token_key(secret_hash)

@@ -274,6 +274,26 @@ async def test_pages_follow_each_other_oldest_first_with_filters() -> None:
     assert store.queries[0].from_us == 2_000_000
 
 
+async def test_the_token_key_comes_from_the_lookup_given_not_the_store() -> None:
+    store = MemoryEvents(EVENTS)
+    looked_up: list[str] = []
+
+    async def cached_hash(account_id: str) -> bytes | None:
+        looked_up.append(account_id)
+        return await MemoryEvents(EVENTS).account_secret_hash(account_id)
+
+    async def unread(account_id: str) -> bytes | None:
+        raise AssertionError("the replay read the store for the account's hash")
+
+    store.account_secret_hash = unread  # type: ignore[method-assign]
+    replay = WebhookReplay(store, cached_hash)
+    first = await replay.list_order_webhooks("a", Request(order_handle="h", limit=3), time.monotonic() + 5)
+    request = request_of(Request(order_handle="h", limit=3), first.pagination_token)
+    second = await replay.list_order_webhooks("a", request, time.monotonic() + 5)
+    assert [w.delivery_http_response_text for w in second.webhooks] == ["ok 4", "ok 3", "ok 2"]
+    assert looked_up == ["a", "a"]  # once a page: the second checks its token and makes the next with one key
+
+
 async def test_a_page_that_ends_exactly_at_the_last_event_has_no_token() -> None:
     replay = WebhookReplay(MemoryEvents(EVENTS[:2]))
     response = await replay.list_order_webhooks("a", Request(order_handle="h", limit=2), time.monotonic() + 5)

@@ -254,10 +254,6 @@ class WalCheckpointer:
         self._thread.join()
 
 
-def _unreadable() -> Unavailable:
-    return Unavailable("STORE_UNAVAILABLE", "the database cannot be read")
-
-
 class SqliteStore:
     """OrderStore and EventStore over one SQLite file. Open with `await SqliteStore.open(path)`."""
 
@@ -332,6 +328,13 @@ class SqliteStore:
         """Run `work` in a write transaction: the next group commit (see WriteBatcher)."""
         return await self._batcher.submit(work, deadline)
 
+    def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `read` on the reader connection; a database that cannot be read is STORE_UNAVAILABLE."""
+        try:
+            return read(self._db)
+        except sqlite3.OperationalError as error:
+            raise Unavailable("STORE_UNAVAILABLE", "the database cannot be read") from error
+
     def _after_commit(self) -> None:
         if not self._events_written:
             return
@@ -351,10 +354,7 @@ class SqliteStore:
     async def read_records(
         self, account_id: str, order_handle: str, *, deadline: float
     ) -> list[StoredRecord]:
-        try:
-            return self._records(self._db, account_id, order_handle)
-        except sqlite3.OperationalError as error:
-            raise Unavailable("STORE_UNAVAILABLE", "the database cannot be read") from error
+        return self._read(lambda db: self._records(db, account_id, order_handle))
 
     async def change_order(
         self, account_id: str, order_handle: str, decide: Decide[T], *, deadline: float
@@ -392,12 +392,11 @@ class SqliteStore:
         return await self._write(work, deadline)
 
     async def account_secret_hash(self, account_id: str) -> bytes | None:
-        try:
-            row = self._db.execute(
+        row = self._read(
+            lambda db: db.execute(
                 "SELECT secret_hash FROM accounts WHERE account_id = ?", (account_id,)
             ).fetchone()
-        except sqlite3.OperationalError as error:
-            raise Unavailable("STORE_UNAVAILABLE", "the database cannot be read") from error
+        )
         return None if row is None else bytes(row[0])
 
     async def create_account(self, account_id: str, secret_hash: bytes) -> bool:
@@ -422,26 +421,17 @@ class SqliteStore:
     # --- EventStore: the stream and the replay read; delivery and subscriptions write ---------
 
     async def last_event_id(self) -> int:
-        try:
-            return sqlite_events.last_event_id(self._db)
-        except sqlite3.OperationalError as error:
-            raise _unreadable() from error
+        return self._read(sqlite_events.last_event_id)
 
     async def events_after(
         self, after_id: int, *, limit: int, account_id: str | None = None
     ) -> list[StoredEvent]:
-        try:
-            return sqlite_events.events_after(self._db, after_id, limit, account_id)
-        except sqlite3.OperationalError as error:
-            raise _unreadable() from error
+        return self._read(lambda db: sqlite_events.events_after(db, after_id, limit, account_id))
 
     async def order_events(
         self, account_id: str, order_handle: str, query: EventQuery, *, deadline: float
     ) -> list[ReplayedEvent]:
-        try:
-            return sqlite_events.order_events(self._db, account_id, order_handle, query)
-        except sqlite3.OperationalError as error:
-            raise _unreadable() from error
+        return self._read(lambda db: sqlite_events.order_events(db, account_id, order_handle, query))
 
     def on_events_committed(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -483,16 +473,10 @@ class SqliteStore:
         return await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
 
     async def next_delivery_due_ms(self) -> int | None:
-        try:
-            return sqlite_events.next_delivery_due_ms(self._db)
-        except sqlite3.OperationalError as error:
-            raise _unreadable() from error
+        return self._read(sqlite_events.next_delivery_due_ms)
 
     async def outbox_stats(self) -> OutboxStats:
-        try:
-            return sqlite_events.outbox_stats(self._db)
-        except sqlite3.OperationalError as error:
-            raise _unreadable() from error
+        return self._read(sqlite_events.outbox_stats)
 
     async def set_webhook(self, account_id: str, url: str, secret: str) -> None:
         def work(db: sqlite3.Connection) -> None:
@@ -501,10 +485,7 @@ class SqliteStore:
         await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
 
     async def webhook(self, account_id: str) -> Webhook | None:
-        try:
-            return sqlite_events.webhook(self._db, account_id)
-        except sqlite3.OperationalError as error:
-            raise _unreadable() from error
+        return self._read(lambda db: sqlite_events.webhook(db, account_id))
 
     async def remove_webhook(self, account_id: str) -> bool:
         def work(db: sqlite3.Connection) -> bool:

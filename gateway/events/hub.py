@@ -141,7 +141,7 @@ class EventHub:
         self.source = source
         self.settings = settings or WatchSettings()
         self._by_account: dict[str, set[Subscription]] = {}
-        self._count = 0
+        """The open subscriptions by account; an account without any has no entry."""
         self._last = 0
         self._wake = asyncio.Event()
         self._current = asyncio.Event()
@@ -153,7 +153,7 @@ class EventHub:
     @property
     def watchers(self) -> int:
         """Subscriptions open now (for metrics)."""
-        return self._count
+        return sum(map(len, self._by_account.values()))
 
     @property
     def position(self) -> int:
@@ -185,7 +185,6 @@ class EventHub:
             raise self._closed
         subscription = Subscription(self, account_id, self.settings.queue_size, on_end)
         self._by_account.setdefault(account_id, set()).add(subscription)
-        self._count += 1
         return subscription
 
     async def watch(self, account_id: str, after_id: int | None) -> Watch:
@@ -209,7 +208,6 @@ class EventHub:
         if watchers is None or subscription not in watchers:
             return
         watchers.discard(subscription)
-        self._count -= 1
         if not watchers:
             del self._by_account[subscription.account_id]
 
@@ -222,7 +220,7 @@ class EventHub:
         """A commit wrote events. Without watchers the reader is not woken (a task switch per
         commit, on every cancel of a process nobody watches): the position falls behind instead,
         and the next watcher first brings it up to date (see `watch`)."""
-        if self._count:
+        if self._by_account:
             self._wake.set()
         else:
             self._current.clear()
@@ -235,7 +233,7 @@ class EventHub:
                         await self._wake.wait()
                 # Cleared before reading: a commit signalled during the read wakes the next round.
                 self._wake.clear()
-                if not self._count:
+                if not self._by_account:
                     self._current.clear()  # something may have been committed, and not read
                     continue
                 try:

@@ -18,8 +18,15 @@ The store knows no delivery policy (retries, intervals): the delivery worker dec
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+R = TypeVar("R")
+
+CLAIM_SCAN_ROWS = 10_000
+"""New events a claim reads at most: events of accounts without a webhook are marked as it goes and
+do not fill deliveries, and one claim must not hold its transaction (nor, on SQLite, the writer and
+the event loop) for long."""
 
 
 class EventWrite(NamedTuple):
@@ -70,6 +77,13 @@ class ReplayedEvent(NamedTuple):
     """Attempts after the first."""
     response_text: str | None
     """The start of the receiver's last answer; None when it never answered."""
+
+    @classmethod
+    def of_row(cls, row: Sequence[Any]) -> ReplayedEvent:
+        """From the outbox's columns (id, body, state, http status, attempts, response text), where
+        the attempts count the first one too."""
+        event_id, body, state, http_status, attempts, text = row
+        return cls(event_id, bytes(body), DeliveryState(state), http_status, max(attempts - 1, 0), text)
 
 
 class EventQuery(NamedTuple):
@@ -122,6 +136,12 @@ class DeliveryOutcome(NamedTuple):
     http_status: int | None
     response_text: str | None
     next_attempt_ms: int | None = None
+
+    def next_attempt_at(self, now_ms: int) -> int | None:
+        """When the delivery is due again: `next_attempt_ms`, or now for a PENDING outcome without one."""
+        if self.state == DeliveryState.PENDING and self.next_attempt_ms is None:
+            return now_ms
+        return self.next_attempt_ms
 
 
 class OutboxStats(NamedTuple):
@@ -219,3 +239,18 @@ class EventStore(Protocol):
     async def remove_webhook(self, account_id: str) -> bool:
         """False when the account had no webhook."""
         ...
+
+
+def delivery_groups(rows: Iterable[R], account_of: Callable[[R], str], max_events: int) -> list[list[R]]:
+    """New events (`rows`, in id order) as new deliveries: grouped by account, at most `max_events`
+    in each, oldest first within each, and the groups ordered by their oldest event."""
+    groups: list[list[R]] = []
+    open_group: dict[str, list[R]] = {}
+    for row in rows:
+        account_id = account_of(row)
+        group = open_group.get(account_id)
+        if group is None or len(group) == max_events:
+            group = open_group[account_id] = []
+            groups.append(group)
+        group.append(row)
+    return groups

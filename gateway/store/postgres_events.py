@@ -38,6 +38,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -45,6 +46,7 @@ import asyncpg
 from gateway.domain.errors import NotFound
 from gateway.store.base import RecordWrite
 from gateway.store.events import (
+    CLAIM_SCAN_ROWS,
     ClaimedDelivery,
     DeliveryOutcome,
     DeliveryState,
@@ -54,6 +56,7 @@ from gateway.store.events import (
     ReplayedEvent,
     StoredEvent,
     Webhook,
+    delivery_groups,
 )
 from gateway.store.postgres_base import statement_timeout
 
@@ -65,10 +68,6 @@ CHANNEL = "hypertrack_order_events"
 
 PENDING = int(DeliveryState.PENDING)
 UNSUBSCRIBED = int(DeliveryState.UNSUBSCRIBED)
-
-CLAIM_SCAN_ROWS = 10_000
-"""New events a claim reads at most: events of accounts without a webhook are marked as it goes and
-do not fill deliveries, and one claim must not hold its transaction for long."""
 
 
 class ChangedEvent(NamedTuple):
@@ -310,12 +309,7 @@ async def order_events(
             arguments.append(given)
     arguments.append(query.limit)
     rows = await connection.fetch(sql, *arguments, timeout=statement_timeout(deadline))
-    return [
-        ReplayedEvent(
-            event_id, bytes(body), DeliveryState(state), http_status, max(attempts - 1, 0), response_text
-        )
-        for event_id, body, state, http_status, attempts, response_text in rows
-    ]
+    return [ReplayedEvent.of_row(row) for row in rows]
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -442,39 +436,27 @@ async def _claim_new(
 
 
 def _group(rows: Sequence[Any], max_events: int) -> list[ClaimedDelivery]:
-    """New deliveries of the events of subscribed accounts (`rows` of _NEW_EVENTS, in id order):
-    by account, at most `max_events` each, ordered by their oldest event."""
-    groups: list[tuple[Any, list[Any]]] = []
-    open_group: dict[str, list[Any]] = {}
-    for row in rows:
-        account_id, url = row[1], row[3]
-        if url is None:
-            continue
-        group = open_group.get(account_id)
-        if group is None or len(group) == max_events:
-            group = open_group[account_id] = []
-            groups.append((row, group))
-        group.append(row)
+    """New deliveries of the events of subscribed accounts (`rows` of _NEW_EVENTS, in id order,
+    with the account's webhook URL and secret, NULL without one)."""
+    subscribed = [row for row in rows if row[3] is not None]
     return [
         ClaimedDelivery(
             uuid.uuid4().hex,
-            first[1],
-            first[3],
-            first[4],
+            group[0][1],
+            group[0][3],
+            group[0][4],
             0,
             tuple(row[0] for row in group),
             tuple(bytes(row[2]) for row in group),
         )
-        for first, group in groups
+        for group in delivery_groups(subscribed, itemgetter(1), max_events)
     ]
 
 
 async def finish_delivery(
     connection: Any, deadline: float, owner: str, delivery_id: str, outcome: DeliveryOutcome, *, now_ms: int
 ) -> bool:
-    next_attempt_ms = outcome.next_attempt_ms
-    if outcome.state == DeliveryState.PENDING and next_attempt_ms is None:
-        next_attempt_ms = now_ms
+    next_attempt_ms = outcome.next_attempt_at(now_ms)
     status = await connection.execute(
         _FINISH,
         delivery_id,

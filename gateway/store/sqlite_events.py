@@ -13,9 +13,11 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from functools import lru_cache
+from operator import itemgetter
 
 from gateway.domain.errors import NotFound
 from gateway.store.events import (
+    CLAIM_SCAN_ROWS,
     ClaimedDelivery,
     DeliveryOutcome,
     DeliveryState,
@@ -25,14 +27,11 @@ from gateway.store.events import (
     ReplayedEvent,
     StoredEvent,
     Webhook,
+    delivery_groups,
 )
 
 PENDING = int(DeliveryState.PENDING)
 UNSUBSCRIBED = int(DeliveryState.UNSUBSCRIBED)
-
-CLAIM_SCAN_ROWS = 10_000
-"""New events a claim reads at most: events of accounts without a webhook are marked as it goes and
-do not fill deliveries, and one claim must not hold the writer (and the event loop) for long."""
 
 _DUE = "coalesce(lease_until_ms, next_attempt_ms)"
 """When a delivery in flight is due: its lease's end while leased (a lease is only taken on a due
@@ -188,17 +187,7 @@ def order_events(
         if given is not None:
             parameters.append(given)
     parameters.append(query.limit)
-    return [
-        ReplayedEvent(
-            event_id,
-            body,
-            DeliveryState(state),
-            http_status,
-            max(attempts - 1, 0),
-            response_text,
-        )
-        for event_id, body, state, http_status, attempts, response_text in db.execute(sql, parameters)
-    ]
+    return [ReplayedEvent.of_row(row) for row in db.execute(sql, parameters)]
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -281,51 +270,40 @@ class _Claim:
                 break
             scanned += len(rows)
             after = rows[-1][0]
-            unsubscribed = [(row[0],) for row in rows if self._webhook(row[1]) is None]
+            subscribed: list[tuple[int, str, bytes]] = []
+            unsubscribed: list[tuple[int]] = []
+            for row in rows:
+                if self._webhook(row[1]) is None:
+                    unsubscribed.append((row[0],))
+                else:
+                    subscribed.append(row)
             if unsubscribed:
                 db.executemany(_UNSUBSCRIBE_EVENT, unsubscribed)
-            for account_id, batch in self._batches(rows, max_events)[: most - len(claimed)]:
-                claimed.append(self._start(account_id, batch))
+            for group in delivery_groups(subscribed, itemgetter(1), max_events)[: most - len(claimed)]:
+                claimed.append(self._start(group))
             if len(rows) < wanted:
                 break  # none is left
         return claimed
 
-    def _batches(
-        self, rows: list[tuple[int, str, bytes]], max_events: int
-    ) -> list[tuple[str, list[tuple[int, bytes]]]]:
-        """The events of subscribed accounts, grouped by account in batches of at most
-        `max_events`, oldest first within each and ordered by their oldest event."""
-        batches: list[tuple[str, list[tuple[int, bytes]]]] = []
-        open_batch: dict[str, list[tuple[int, bytes]]] = {}
-        for event_id, account_id, body in rows:
-            if self._webhook(account_id) is None:
-                continue
-            batch = open_batch.get(account_id)
-            if batch is None or len(batch) == max_events:
-                batch = open_batch[account_id] = []
-                batches.append((account_id, batch))
-            batch.append((event_id, body))
-        return batches
-
-    def _start(self, account_id: str, batch: list[tuple[int, bytes]]) -> ClaimedDelivery:
+    def _start(self, group: list[tuple[int, str, bytes]]) -> ClaimedDelivery:
+        """A new delivery of `group`, events of one subscribed account, leased to the owner."""
+        account_id = group[0][1]
         hook = self._webhook(account_id)
-        assert hook is not None  # _batches keeps only subscribed accounts
+        assert hook is not None  # only subscribed accounts' events are grouped
         delivery_id = uuid.uuid4().hex
         self._db.executemany(
             _START_DELIVERY,
-            [(delivery_id, self._now_ms, self._owner, self._until_ms, event_id) for event_id, _ in batch],
+            [(delivery_id, self._now_ms, self._owner, self._until_ms, event_id) for event_id, _, _ in group],
         )
-        events = tuple(event_id for event_id, _ in batch)
-        bodies = tuple(body for _, body in batch)
+        events = tuple(event_id for event_id, _, _ in group)
+        bodies = tuple(body for _, _, body in group)
         return ClaimedDelivery(delivery_id, account_id, hook.url, hook.secret, 0, events, bodies)
 
 
 def finish_delivery(
     db: sqlite3.Connection, owner: str, delivery_id: str, outcome: DeliveryOutcome, now_ms: int
 ) -> bool:
-    next_attempt_ms = outcome.next_attempt_ms
-    if outcome.state == DeliveryState.PENDING and next_attempt_ms is None:
-        next_attempt_ms = now_ms
+    next_attempt_ms = outcome.next_attempt_at(now_ms)
     if outcome.http_status is None:
         cursor = db.execute(_FINISH_UNANSWERED, (int(outcome.state), next_attempt_ms, delivery_id, owner))
     else:

@@ -5,6 +5,13 @@
     python -m bench.ceilings naive --backend H:P --port P
                                                the issue's naive gateway, a reference, not a ceiling
 
+    rest and grpc also take, for bench/bounds.py:
+      --durable DIR   every answer waits for a durable commit without a database: a group commit
+                      whose one thread appends a small batch's pages to a file in DIR and waits
+                      for its fdatasync, as the product's commit thread does (DurableCommits)
+      --work-us N     N µs of CPU per request on the event loop before it answers, standing for
+                      the product's own work (bench/writecost.py measures its store write)
+
 The order is the product's own answer to a cancel of a seeded order (bench/answer.py), so a ceiling
 writes the same bytes per request as the product does. They do no routing, no authentication, no
 store and no JSON mapping per request: the answer is built once at start-up. Each runs the way the
@@ -25,8 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import uvloop
@@ -34,6 +46,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from bench.answer import cancelled_seed_order
+from bench.disk import APPEND_BYTES, FILE_LIMIT_BYTES
 from gateway.jsonmap import encode_json
 from gateway.protos import SERVICE_NAME, orders_service_pb2
 from gateway.rpc.reflection import add_reflection
@@ -47,12 +60,91 @@ LAST_BANNER_LINE = "Stop with Ctrl-C or SIGTERM."
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def rest_handler(body: bytes) -> web.Server:
+class DurableCommits:
+    """Group commit with nothing to write but the sync: a waiter is released once a commit that
+    began after it came has appended APPEND_BYTES to the log file and synced it (`fdatasync`), on
+    one thread, one commit at a time; the waiters that come meanwhile share the next. As in the
+    product (gateway/store/sqlite_batch.py), the log starts over past FILE_LIMIT_BYTES."""
+
+    def __init__(self, directory: Path) -> None:
+        path = directory / f"commits-{os.getpid()}.log"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._size = 0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        self._waiting: list[asyncio.Future[None]] = []
+        self._committing = False
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiting.append(waiter)
+        if not self._committing:
+            self._committing = True
+            loop.call_soon(self._commit, loop)
+        await waiter
+
+    def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._waiting = self._waiting, []
+        synced = loop.run_in_executor(self._thread, self._append_and_sync)
+        synced.add_done_callback(lambda _: self._committed(loop, batch))
+
+    def _append_and_sync(self) -> None:
+        if self._size >= FILE_LIMIT_BYTES:
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            self._size = 0
+        self._size += os.write(self._fd, b"\0" * APPEND_BYTES)
+        os.fdatasync(self._fd)
+
+    def _committed(self, loop: asyncio.AbstractEventLoop, batch: list[asyncio.Future[None]]) -> None:
+        for waiter in batch:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._waiting:
+            self._commit(loop)
+        else:
+            self._committing = False
+
+
+@dataclass(frozen=True)
+class Extra:
+    """What a ceiling does per request beyond answering: wait for a durable commit, and work."""
+
+    durable: Path | None = None
+    work_us: float = 0.0
+
+    def label(self) -> str:
+        parts = (["durable commit"] if self.durable else []) + (
+            [f"{self.work_us:g} µs of work"] if self.work_us else []
+        )
+        return " + ".join(parts)
+
+    def per_request(self) -> Callable[[], Awaitable[None]] | None:
+        """What each request awaits before its answer, or None for nothing."""
+        if self.durable is None and not self.work_us:
+            return None
+        commits = DurableCommits(self.durable) if self.durable is not None else None
+        work_s = self.work_us / 1e6
+
+        async def extra() -> None:
+            if work_s:
+                until = time.perf_counter() + work_s
+                while time.perf_counter() < until:
+                    pass
+            if commits is not None:
+                await commits.wait()
+
+        return extra
+
+
+def rest_handler(body: bytes, extra: Callable[[], Awaitable[None]] | None = None) -> web.Server:
     """A low-level aiohttp server whose one handler answers every request with `body`."""
 
     async def handle(request: web.BaseRequest) -> web.Response:
         # Reading the body is part of any real handler; the request carries `{}` as the product's does.
         await request.read()
+        if extra is not None:
+            await extra()
         return web.Response(body=body, headers=JSON_HEADERS)
 
     return web.Server(handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
@@ -61,13 +153,20 @@ def rest_handler(body: bytes) -> web.Server:
 class BareOrdersServicer(orders_service_grpc.OrdersServiceServicer):
     """CancelOrder answered with one prepared response; every other method is left unimplemented."""
 
-    def __init__(self, response: orders_service_pb2.CancelOrderResponse) -> None:
+    def __init__(
+        self,
+        response: orders_service_pb2.CancelOrderResponse,
+        extra: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._response = response
+        self._extra = extra
 
     # Named after the RPC, as the generated base class requires.
     async def CancelOrder(
         self, request: orders_service_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> orders_service_pb2.CancelOrderResponse:
+        if self._extra is not None:
+            await self._extra()
         return self._response
 
 
@@ -79,14 +178,19 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def serve_rest(host: str, port: int) -> None:
+def _banner(title: str, extra: Extra) -> str:
+    return f"{title} + {extra.label()}" if extra.label() else title
+
+
+async def serve_rest(host: str, port: int, extra: Extra = Extra()) -> None:
     body = encode_json(await cancelled_seed_order())
-    runner = web.ServerRunner(rest_handler(body), handle_signals=False)
+    runner = web.ServerRunner(rest_handler(body, extra.per_request()), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0][1]
-    print(f"bench ceiling: bare aiohttp\n  REST  http://{host}:{bound}\n{LAST_BANNER_LINE}", flush=True)
+    title = _banner("bench ceiling: bare aiohttp", extra)
+    print(f"{title}\n  REST  http://{host}:{bound}\n{LAST_BANNER_LINE}", flush=True)
     try:
         await _until_signalled()
     finally:
@@ -128,16 +232,18 @@ async def serve_naive(host: str, port: int, backend: str) -> None:
         await channel.close()
 
 
-async def serve_grpc(host: str, port: int) -> None:
+async def serve_grpc(host: str, port: int, extra: Extra = Extra()) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     response = orders_service_pb2.CancelOrderResponse(order=await cancelled_seed_order())
-    orders_service_grpc.add_OrdersServiceServicer_to_server(BareOrdersServicer(response), server)  # type: ignore[no-untyped-call]
+    servicer = BareOrdersServicer(response, extra.per_request())
+    orders_service_grpc.add_OrdersServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     add_reflection(server, [SERVICE_NAME])
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()
-    print(f"bench ceiling: bare grpc.aio\n  gRPC  {host}:{bound}\n{LAST_BANNER_LINE}", flush=True)
+    title = _banner("bench ceiling: bare grpc.aio", extra)
+    print(f"{title}\n  gRPC  {host}:{bound}\n{LAST_BANNER_LINE}", flush=True)
     try:
         await _until_signalled()
     finally:
@@ -150,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (shown in the banner)")
     parser.add_argument("--backend", help="naive: the gRPC server (host:port) it calls")
+    parser.add_argument("--durable", type=Path, help="rest, grpc: wait for a durable commit in DIR")
+    parser.add_argument("--work-us", type=float, default=0.0, help="rest, grpc: µs of CPU per request")
     args = parser.parse_args(argv)
     if args.kind == "naive":
         if not args.backend:
@@ -157,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Naive: the default event loop, as a first aiohttp app would run.
         asyncio.run(serve_naive(args.host, args.port, args.backend))
     else:
-        uvloop.run((serve_rest if args.kind == "rest" else serve_grpc)(args.host, args.port))
+        extra = Extra(args.durable, args.work_us)
+        uvloop.run((serve_rest if args.kind == "rest" else serve_grpc)(args.host, args.port, extra))
     return 0
 
 

@@ -132,12 +132,20 @@ def start_gateway(name: str, mode: str, options: Sequence[str], log_dir: Path) -
     return ServerProcess.start(name, [gateway_executable(), mode, *ports, *options], log_dir)
 
 
-def start_ceiling(kind: str, log_dir: Path, backend: str | None = None) -> ServerProcess:
-    """`python -m bench.ceilings KIND` (rest, grpc, or naive with its `backend`) on a free port."""
-    argv = [sys.executable, "-m", "bench.ceilings", kind, "--port", "0"]
+def start_ceiling(
+    kind: str,
+    log_dir: Path,
+    backend: str | None = None,
+    *,
+    options: Sequence[str] = (),
+    name: str | None = None,
+) -> ServerProcess:
+    """`python -m bench.ceilings KIND` (rest, grpc, or naive with its `backend`) on a free port,
+    with `options` (`--durable DIR`, `--work-us N`), its logs named `ceiling-<name or KIND>`."""
+    argv = [sys.executable, "-m", "bench.ceilings", kind, "--port", "0", *options]
     if backend is not None:
         argv += ["--backend", backend]
-    return ServerProcess.start(f"ceiling-{kind}", argv, log_dir)
+    return ServerProcess.start(f"ceiling-{name or kind}", argv, log_dir)
 
 
 def run_gateway_command(args: Sequence[str]) -> str:

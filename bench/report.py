@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from bench.bounds import report as bounds_report
 from bench.disk import describe as describe_sync
 from bench.suite import (
     BY_KEY,
@@ -89,6 +90,9 @@ def render(outcome: Outcome) -> str:
         out.append(
             f"  the disk's floor under a durable commit (bench/disk.py, on the databases' directory): {describe_sync(outcome.disk)}"
         )
+
+    if outcome.bounds is not None:
+        out += ["", *bounds_report(outcome.bounds)]
 
     out += _delivery_lines(outcome)
 

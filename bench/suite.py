@@ -40,6 +40,8 @@ from typing import Literal
 
 from bench import gogateway, ratios
 from bench.answer import ANSWER_PREFIX, cancelled_seed_order, fetch_answer
+from bench.bounds import Measured, run_bounds
+from bench.bounds import Settings as BoundsSettings
 from bench.cpu import cpu_seconds
 from bench.database import Database
 from bench.disk import SyncLatency, fdatasync_latency
@@ -64,6 +66,7 @@ from bench.rss import rss_bytes
 from bench.targets import JSON_SPEEDUP_OVER_MESSAGE_TO_JSON, MAX_RSS_GROWTH, RATIO_TARGETS, Target
 from bench.tools import Tools
 from bench.webhooks import Delivery, HookCounts, Receiver, WebhookRow, cancel_in_process
+from bench.writecost import Sizes
 from gateway.protos import SERVICE_NAME, orders_service_pb2, protoset_path
 
 CANCEL_METHOD = f"{SERVICE_NAME}/CancelOrder"
@@ -131,6 +134,7 @@ class Settings:
     memory_checkpoints: int = 10
     delivery_events: int = 20_000  # the backlog the delivery row drains
     disk_syncs: int = 2000  # fdatasyncs timed for the disk's floor under a durable commit (bench/disk.py)
+    bounds_writecost: Sizes = field(default_factory=lambda: Sizes(alone=100, batches=100, rounds=1))  # W
     json_repeats: int = 7
     json_repeat_s: float = 0.2
     server_log_level: str = "warning"
@@ -146,6 +150,7 @@ QUICK = Settings(
     memory_cancels=2000,
     delivery_events=1000,
     disk_syncs=100,
+    bounds_writecost=Sizes(alone=10, batches=5, rounds=1),
     json_repeats=3,
     json_repeat_s=0.02,
 )
@@ -228,6 +233,7 @@ class Outcome:
     delivery: Delivery | None = None
     memory: Memory | None = None
     disk: SyncLatency | None = None  # the fdatasync under each durable commit, alone
+    bounds: Measured | None = None  # the bare servers with only a durable commit and the store's CPU
     measurements: list[Measurement] = field(default_factory=list)
     discarded: list[Measurement] = field(default_factory=list)  # runs that outran their pool, then redone
     targets: list[Target] = field(default_factory=list)
@@ -248,6 +254,8 @@ class Outcome:
                     )
                     + (f"; first: {m.result.failure_sample}" if m.result.failure_sample else "")
                 )
+        if self.bounds is not None:
+            lines += [f"bounds: {failure}" for failure in self.bounds.failures()]
         # An answered cancel whose event never reached the receiver is a failed request too.
         if self.webhook is not None and (self.webhook.missing or self.webhook.received.unsigned):
             lines.append(
@@ -330,6 +338,7 @@ class Bench:
                 self.postgres.stop(self.logs / "postgresql.log")
                 self.postgres = None
         outcome.memory = self._memory()
+        outcome.bounds = self._bounds(outcome)
         outcome.targets = self._targets(outcome)
         return outcome
 
@@ -718,6 +727,21 @@ class Bench:
         ceiling = self._measure(BY_KEY[variant.ceiling], "fixed", prefix, None, rate=rate, clients=clients)
         return FixedRate(variant.key, rate, tool, result, ceiling)
 
+    def _bounds(self, outcome: Outcome) -> Measured:
+        """bench/bounds.py's variants, at the product's own fixed rates, after every product row."""
+        s = self.settings
+        rates = {f.variant: f.rate for f in outcome.fixed}
+        settings = BoundsSettings(
+            duration_s=s.duration_s,
+            rounds=s.runs,
+            fixed_duration_s=s.fixed_duration_s,
+            rest_rate=rates["rest-embedded"],
+            grpc_rate=rates["grpc"],
+            writecost=s.bounds_writecost,
+        )
+        progress("the bare servers with a durable commit (bench/bounds.py)")
+        return run_bounds(settings, self.workdir / "bounds", self.tools)
+
     def _memory(self) -> Memory:
         """A fresh `serve`: RSS at start, then after each of `memory_checkpoints` equal rounds of cancels."""
         s = self.settings
@@ -773,10 +797,12 @@ class Bench:
         by_key = {r.key: r for r in outcome.ratios}
         targets = []
         floors = _sync_floors(outcome)
+        bounds = _bound_notes(outcome)
         for target in RATIO_TARGETS:
             ratio = by_key[target.ratio]
             runs = ", ".join("n/a" if r is None else f"{r:.2f}" for r in ratio.runs)
-            note = f"runs: {runs}" if len(ratio.runs) > 1 else floors.get(target.ratio, "")
+            notes = [f"runs: {runs}" if len(ratio.runs) > 1 else floors.get(target.ratio, "")]
+            note = "; ".join(n for n in [*notes, bounds.get(target.ratio, "")] if n)
             targets.append(
                 Target(ratio.name, ratio.value, target.bound, target.at_least, "x", note, ratio.missing)
             )
@@ -807,6 +833,20 @@ class Bench:
 
 # The tail targets, by the fixed-rate row whose ceiling's p99 they divide by.
 _TAIL_TARGETS = {"rest-tail-over-aiohttp": "rest-embedded", "grpc-tail-over-bare": "grpc"}
+
+
+def _bound_notes(outcome: Outcome) -> dict[str, str]:
+    """For the targets against the bare servers, what the bare server itself makes with only a durable
+    commit and the store write's CPU added (bench/bounds.py): no durable gateway does better here."""
+    bounds = outcome.bounds
+    if bounds is None:
+        return {}
+    least = f"bare + durable commit + {bounds.work_us:g} µs"
+    return {
+        "grpc-over-bare": f"{least}: {bounds.over_bare('grpc', bounds.bound):.2f}x",
+        "rest-tail-over-aiohttp": f"{least} at that rate: {bounds.tail_over_bare('rest'):.2f}x",
+        "grpc-tail-over-bare": f"{least} at that rate: {bounds.tail_over_bare('grpc'):.2f}x",
+    }
 
 
 def _sync_floors(outcome: Outcome) -> dict[str, str]:

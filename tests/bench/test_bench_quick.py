@@ -164,6 +164,22 @@ def test_the_json_has_every_figure(quick: QuickRun) -> None:
     assert figures["environment"]["cores"].isdigit()
 
 
+def test_the_bounds_ran_every_variant_and_stand_beside_their_targets(quick: QuickRun) -> None:
+    bounds = quick.figures["bounds"]
+    assert bounds["work_us"] > 0
+    for transport in ("grpc", "rest"):
+        variants = bounds["closed"][transport]
+        assert len(variants) == 3 and "bare" in variants
+        for name, results in variants.items():
+            assert len(results) == QUICK.runs, name
+            assert all(r["requests"] > 0 and r["failures"] == 0 for r in results), (transport, name)
+        fixed = bounds["fixed"][transport]
+        assert len(fixed) == 2 and all(r["requests"] > 0 and r["failures"] == 0 for r in fixed.values())
+    assert "Bare servers + only what a durable cancel needs" in quick.stdout
+    noted = [t for t in quick.figures["targets"] if "bare + durable commit + " in t["note"]]
+    assert len(noted) == 3, [t["name"] for t in noted]
+
+
 def test_every_rest_row_against_grpc_gateway_and_the_cpu_apart(quick: QuickRun) -> None:
     for row in quick.figures["rows"]:
         variant = next(v for v in VARIANTS if v.key == row["key"])

@@ -37,14 +37,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.load import GrpcCall, LoadResult, run_ghz, run_h2load_fixed_rate, run_wrk
+from bench.load import (
+    MAX_FIXED_RATE_PER_CONNECTION,
+    GrpcCall,
+    LoadResult,
+    run_ghz,
+    run_h2load_fixed_rate,
+    run_wrk,
+)
 from bench.processes import REPO, ServerProcess, start_ceiling
 from bench.tools import Tools, ensure_tools
 from bench.writecost import BATCH, Sizes, measure
 from gateway.protos import SERVICE_NAME, protoset_path
 
 ROUNDS = 3
-MAX_FIXED_RATE_PER_CONNECTION = 250.0
 AUTHORIZATION = "Basic Ym91bmRzOmJvdW5kcw=="  # the ceilings check none; sent as the product's load sends it
 PREFIX = "bound-"
 
@@ -114,15 +120,18 @@ class Measured:
         return self.fixed[transport][self.bound].p99_ms / bare if bare else math.nan
 
 
+def _cancel_call(server: ServerProcess) -> GrpcCall:
+    return GrpcCall(
+        f"127.0.0.1:{server.grpc_port}", f"{SERVICE_NAME}/CancelOrder", protoset_path(), AUTHORIZATION
+    )
+
+
 def _load(
     tools: Tools, transport: str, server: ServerProcess, output: Path, settings: Settings
 ) -> LoadResult:
     if transport == "grpc":
-        call = GrpcCall(
-            f"127.0.0.1:{server.grpc_port}", f"{SERVICE_NAME}/CancelOrder", protoset_path(), AUTHORIZATION
-        )
         return run_ghz(
-            tools.ghz, call, prefix=PREFIX, concurrency=32, connections=1, output=output,
+            tools.ghz, _cancel_call(server), prefix=PREFIX, concurrency=32, connections=1, output=output,
             duration_s=settings.duration_s,
         )  # fmt: skip
     url = f"http://127.0.0.1:{server.http_port}"
@@ -136,11 +145,8 @@ def _fixed(
     tools: Tools, transport: str, server: ServerProcess, workdir: Path, settings: Settings
 ) -> LoadResult:
     if transport == "grpc":
-        call = GrpcCall(
-            f"127.0.0.1:{server.grpc_port}", f"{SERVICE_NAME}/CancelOrder", protoset_path(), AUTHORIZATION
-        )
         return run_ghz(
-            tools.ghz, call, prefix=PREFIX, concurrency=32, connections=1, output=workdir / "ghz.json",
+            tools.ghz, _cancel_call(server), prefix=PREFIX, concurrency=32, connections=1, output=workdir / "ghz.json",
             duration_s=settings.fixed_duration_s, rps=settings.grpc_rate,
         )  # fmt: skip
     rate = settings.rest_rate

@@ -32,6 +32,9 @@ RESULT_MARKER = "BENCH-JSON "
 THREAD_DONE = "BENCH-THREAD-DONE"
 # A run for a fixed number of requests still needs a duration for wrk; this one only guards a hang.
 SLOWEST_RATE_PER_S = 50
+# An HTTP/1.1 connection carries one request at a time: at a fixed rate each h2load connection is
+# kept well below what it could carry, so that requests seldom wait for it (see run_h2load_fixed_rate).
+MAX_FIXED_RATE_PER_CONNECTION = 250.0
 TOOL_GRACE_S = 120.0
 
 

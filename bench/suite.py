@@ -49,6 +49,7 @@ from bench.environment import describe
 from bench.figures import VariantFigures, median, summarise
 from bench.jsonbench import EncodeTimes, time_encoders
 from bench.load import (
+    MAX_FIXED_RATE_PER_CONNECTION,
     GrpcCall,
     LoadResult,
     h2load_pool_size,
@@ -72,9 +73,6 @@ from gateway.protos import SERVICE_NAME, orders_service_pb2, protoset_path
 CANCEL_METHOD = f"{SERVICE_NAME}/CancelOrder"
 # Pools hold this many times the requests the highest rate seen so far would make.
 POOL_MARGIN = 2.0
-# An HTTP/1.1 connection carries one request at a time: at a fixed rate each h2load connection is
-# kept well below what it could carry, so that requests seldom wait for it (see load.py).
-MAX_FIXED_RATE_PER_CONNECTION = 250.0
 # Below this share of the rate asked for, a fixed-rate run says so: its latencies are not at that load.
 RATE_REACHED = 0.9
 

@@ -3,9 +3,10 @@ durable before it answers.
 
 Three of issue 15's targets compare the product with the bare servers (bench/ceilings.py): gRPC
 CancelOrder at 0.75 of bare grpc.aio's req/s or more, and at half load a p99 at most 4 times the
-bare aiohttp handler's (REST) and 1.5 times bare grpc.aio's (gRPC) at the same rate. The product
-answers a cancel only once it is synced to disk, and its store write costs its event loop CPU. This
-measures the bare servers with only those two things added, nothing of the product running:
+bare aiohttp handler's (REST) and 1.5 times bare grpc.aio's (gRPC) at the same rate; a fourth asks
+REST `serve` for 3 times grpc-gateway's req/s, which the bare aiohttp handler limits too. The
+product answers a cancel only once it is synced to disk, and its store write costs its event loop
+CPU. This measures the bare servers with only those two things added, nothing of the product running:
 
 - `+ durable commit`: each answer waits for a group commit whose one thread appends a small batch's
   pages to a file and waits for its `fdatasync` (`--durable`: bench/ceilings.py's DurableCommits,
@@ -15,7 +16,10 @@ measures the bare servers with only those two things added, nothing of the produ
   at the start of this run on the same disk), unless `--work-us` gives it.
 
 A gateway that does at least this cannot beat these figures on this machine, so where one of them
-misses a target, the product cannot meet that target with durable answers here.
+misses a target, the product cannot meet that target with durable answers here. And for REST it
+times, warm in a loop, three things every cancel must do on top (RestWork): encode its JSON answer,
+check the credentials, build the request message; `make bench` sets them against what the REST
+`serve` ÷ grpc-gateway target leaves beyond the bound.
 
 Closed loop: ghz -c32 on one connection (gRPC) and wrk -t2 -c32 (REST), ROUNDS rounds of
 `--duration` s, the variants in turn within each round; req/s over bare is the median of the rounds'
@@ -29,14 +33,18 @@ Progress goes to stderr, the tables to stdout; exit status 1 when any request fa
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import datetime
 import math
 import statistics
 import sys
-from collections.abc import Sequence
+import timeit
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.answer import cancelled_seed_order
 from bench.load import (
     MAX_FIXED_RATE_PER_CONNECTION,
     GrpcCall,
@@ -48,7 +56,10 @@ from bench.load import (
 from bench.processes import REPO, ServerProcess, start_ceiling
 from bench.tools import Tools, ensure_tools
 from bench.writecost import BATCH, Sizes, measure
-from gateway.protos import SERVICE_NAME, protoset_path
+from gateway.calls.auth import parse_basic
+from gateway.calls.credentials import hash_secret, new_secret, secret_matches
+from gateway.jsonmap import encode_json
+from gateway.protos import SERVICE_NAME, orders_service_pb2, protoset_path
 
 ROUNDS = 3
 AUTHORIZATION = "Basic Ym91bmRzOmJvdW5kcw=="  # the ceilings check none; sent as the product's load sends it
@@ -92,12 +103,52 @@ def variants(directory: Path, work_us: float) -> list[Variant]:
     ]
 
 
+@dataclass(frozen=True)
+class RestWork:
+    """µs of what every REST cancel must do beyond the bound's variant, timed warm in a loop: the
+    answer's JSON (`encode_json` of the product's own cancel answer), the credentials (the Basic
+    header parsed, SHA-256 of the secret, a constant-time compare) and the request message."""
+
+    json_us: float
+    credentials_us: float
+    request_us: float
+
+    @property
+    def total_us(self) -> float:
+        return self.json_us + self.credentials_us + self.request_us
+
+
+def time_rest_work(number: int = 2000, repeat: int = 5) -> RestWork:
+    answer = asyncio.run(cancelled_seed_order())
+    secret = new_secret()
+    stored = hash_secret(secret)
+    header = "Basic " + base64.b64encode(f"{PREFIX}account:{secret}".encode()).decode()
+
+    def credentials() -> bool:
+        _, given = parse_basic(header)
+        return secret_matches(given, stored)
+
+    def request() -> orders_service_pb2.CancelOrderRequest:
+        return orders_service_pb2.CancelOrderRequest(order_handle=f"{PREFIX}123456")
+
+    def best_us(work: Callable[[], object]) -> float:
+        return min(timeit.repeat(work, number=number, repeat=repeat)) / number * 1e6
+
+    return RestWork(best_us(lambda: encode_json(answer)), best_us(credentials), best_us(request))
+
+
 @dataclass
 class Measured:
     closed: dict[str, dict[str, list[LoadResult]]]  # transport -> variant -> one result per round
     fixed: dict[str, dict[str, LoadResult]]  # transport -> variant -> the fixed-rate result
     work_us: float
     settings: Settings
+    rest_work: RestWork
+
+    def rest_headroom_us(self, rps: float) -> float:
+        """µs a request may cost beyond the bound's REST variant for one event loop to make `rps`."""
+        bound = statistics.median(r.rps for r in self.closed["rest"][self.bound])
+        return (1 / rps - 1 / bound) * 1e6 if rps and bound else math.nan
 
     def failures(self) -> list[str]:
         results = [r for by in self.closed.values() for rs in by.values() for r in rs]
@@ -164,6 +215,10 @@ def run_bounds(settings: Settings, workdir: Path, tools: Tools) -> Measured:
         _progress("timing the product's store write (bench/writecost.py)")
         work_us = store_write_us(workdir, settings.writecost)
         _progress(f"a store write costs the event loop {work_us:g} µs in batches of {BATCH}")
+    rest_work = time_rest_work()
+    _progress(
+        f"a REST cancel's JSON answer, credentials and request message take {rest_work.total_us:.1f} µs"
+    )
     chosen = variants(workdir, work_us)
     servers: dict[tuple[str, str], ServerProcess] = {}
     try:
@@ -194,7 +249,7 @@ def run_bounds(settings: Settings, workdir: Path, tools: Tools) -> Measured:
                 _progress(
                     f"fixed {transport:<4} {variant.name:<32} p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
                 )
-        return Measured(closed, fixed, work_us, settings)
+        return Measured(closed, fixed, work_us, settings, rest_work)
     finally:
         for server in servers.values():
             server.stop()
@@ -225,6 +280,12 @@ def report(measured: Measured) -> list[str]:
             lines.append(
                 f"{transport + ' ' + name:<47} {rate:7.0f} {result.p50_ms:7.2f} {result.p99_ms:7.2f} {ratio:10.2f}"
             )
+    work = measured.rest_work
+    lines.append(
+        f"  beyond the bound, every REST cancel must also encode its answer ({work.json_us:.1f} µs), check the"
+        f" credentials ({work.credentials_us:.1f} µs) and build its request message ({work.request_us:.1f} µs):"
+        f" {work.total_us:.1f} µs, timed warm in a loop"
+    )
     lines.append(
         f"  (bench/bounds.py: durable commit = a group commit's fdatasync on its own thread, no database;"
         f" W = {measured.work_us:g} µs, the product's store write as its event loop's CPU, bench/writecost.py;"

@@ -63,12 +63,14 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 class DurableCommits:
     """Group commit with nothing to write but the sync: a waiter is released once a commit that
     began after it came has appended APPEND_BYTES to the log file and synced it (`fdatasync`), on
-    one thread, one commit at a time; the waiters that come meanwhile share the next. As in the
-    product (gateway/store/sqlite_batch.py), the log starts over past FILE_LIMIT_BYTES."""
+    one thread, one commit at a time; the waiters that come meanwhile share the next. The log starts
+    over past FILE_LIMIT_BYTES, as the product's checkpointer starts SQLite's over; its name is gone
+    from DIR at once, so nothing is left behind."""
 
     def __init__(self, directory: Path) -> None:
         path = directory / f"commits-{os.getpid()}.log"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.unlink(path)
         self._size = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="commit")
         self._waiting: list[asyncio.Future[None]] = []
@@ -86,7 +88,7 @@ class DurableCommits:
     def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting, []
         synced = loop.run_in_executor(self._thread, self._append_and_sync)
-        synced.add_done_callback(lambda _: self._committed(loop, batch))
+        synced.add_done_callback(lambda _: self._committed(loop, batch, synced.exception()))
 
     def _append_and_sync(self) -> None:
         if self._size >= FILE_LIMIT_BYTES:
@@ -96,10 +98,16 @@ class DurableCommits:
         self._size += os.write(self._fd, b"\0" * APPEND_BYTES)
         os.fdatasync(self._fd)
 
-    def _committed(self, loop: asyncio.AbstractEventLoop, batch: list[asyncio.Future[None]]) -> None:
+    def _committed(
+        self, loop: asyncio.AbstractEventLoop, batch: list[asyncio.Future[None]], error: BaseException | None
+    ) -> None:
         for waiter in batch:
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if error is None:
                 waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
         if self._waiting:
             self._commit(loop)
         else:

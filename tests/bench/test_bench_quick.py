@@ -177,7 +177,8 @@ def test_the_bounds_ran_every_variant_and_stand_beside_their_targets(quick: Quic
         assert len(fixed) == 2 and all(r["requests"] > 0 and r["failures"] == 0 for r in fixed.values())
     assert "Bare servers + only what a durable cancel needs" in quick.stdout
     noted = [t for t in quick.figures["targets"] if "bare + durable commit + " in t["note"]]
-    assert len(noted) == 3, [t["name"] for t in noted]
+    assert len(noted) == 4, [t["name"] for t in noted]
+    assert all(value > 0 for value in bounds["rest_work"].values()), bounds["rest_work"]
 
 
 def test_every_rest_row_against_grpc_gateway_and_the_cpu_apart(quick: QuickRun) -> None:

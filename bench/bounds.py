@@ -24,8 +24,9 @@ check the credentials, build the request message; `make bench` sets them against
 Closed loop: ghz -c32 on one connection (gRPC) and wrk -t2 -c32 (REST), ROUNDS rounds of
 `--duration` s, the variants in turn within each round; req/s over bare is the median of the rounds'
 ratios. Fixed rate: bare and `+ durable commit + W µs` at the given rates (defaults: about half of
-what `make bench` measures for the product's rows), h2load --rps on one connection per 250
-requests/s (REST) and ghz --rps -c32 (gRPC), once each, p50 and p99 over bare's at that rate.
+what `make bench` measures for the product's rows), h2load --rps over as many connections as
+`make bench` gives the product's row at that rate (REST) and ghz --rps -c32 (gRPC), once each, p50
+and p99 over bare's at that rate.
 
 Progress goes to stderr, the tables to stdout; exit status 1 when any request failed.
 """
@@ -46,9 +47,9 @@ from pathlib import Path
 
 from bench.answer import cancelled_seed_order
 from bench.load import (
-    MAX_FIXED_RATE_PER_CONNECTION,
     GrpcCall,
     LoadResult,
+    fixed_rate_clients,
     run_ghz,
     run_h2load_fixed_rate,
     run_wrk,
@@ -79,6 +80,7 @@ class Settings:
     fixed_duration_s: int = 10
     rest_rate: float = 2500.0
     grpc_rate: float = 1400.0
+    fixed_clients: int = 8  # h2load connections at the least, as make bench's fixed-rate rows
     work_us: float | None = None  # None: measured with bench/writecost.py, at these sizes
     writecost: Sizes = field(default_factory=lambda: Sizes(alone=100, batches=100, rounds=1))
 
@@ -89,7 +91,7 @@ def _progress(message: str) -> None:
 
 def store_write_us(directory: Path, sizes: Sizes) -> float:
     """The loop's CPU per store write in batches, with durable commits (bench/writecost.py)."""
-    figures = measure(directory, sizes)
+    figures = measure(directory, sizes, ("full",))
     cost = figures[("full", f"in batches of {BATCH}")]
     return round(cost.user_us + cost.system_us, 1)
 
@@ -203,7 +205,7 @@ def _fixed(
     rate = settings.rest_rate
     return run_h2load_fixed_rate(
         tools.h2load, f"http://127.0.0.1:{server.http_port}", authorization=AUTHORIZATION, prefix=PREFIX,
-        rate=rate, clients=math.ceil(rate / MAX_FIXED_RATE_PER_CONNECTION),
+        rate=rate, clients=fixed_rate_clients(rate, settings.fixed_clients),
         duration_s=settings.fixed_duration_s, workdir=workdir,
     )  # fmt: skip
 

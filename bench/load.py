@@ -268,6 +268,12 @@ def ghz_result(report: dict[str, object]) -> LoadResult:
 # h2load ----------------------------------------------------------------------------------------
 
 
+def fixed_rate_clients(rate: float, least: int) -> int:
+    """h2load connections for a fixed `rate`: at least `least`, and enough that none carries more
+    than MAX_FIXED_RATE_PER_CONNECTION."""
+    return max(least, math.ceil(rate / MAX_FIXED_RATE_PER_CONNECTION))
+
+
 def h2load_pool_size(rate: float, clients: int, duration_s: float) -> int:
     """Handles a fixed-rate h2load run uses: each client's slice, with a margin over its rate."""
     return clients * _h2load_slice(rate, clients, duration_s)

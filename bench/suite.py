@@ -49,9 +49,9 @@ from bench.environment import describe
 from bench.figures import VariantFigures, median, summarise
 from bench.jsonbench import EncodeTimes, time_encoders
 from bench.load import (
-    MAX_FIXED_RATE_PER_CONNECTION,
     GrpcCall,
     LoadResult,
+    fixed_rate_clients,
     h2load_pool_size,
     run_ghz,
     run_h2load_fixed_rate,
@@ -712,7 +712,7 @@ class Bench:
         database = self.endpoints[variant.key].database
         assert database is not None
         requests = rate * self.settings.fixed_duration_s
-        clients = max(self.settings.fixed_clients, math.ceil(rate / MAX_FIXED_RATE_PER_CONNECTION))
+        clients = fixed_rate_clients(rate, self.settings.fixed_clients)
         if variant.transport == "rest":
             pool = h2load_pool_size(rate, clients, self.settings.fixed_duration_s)
             tool = f"h2load --rps, {clients} connections"
@@ -734,6 +734,7 @@ class Bench:
             rounds=s.runs,
             fixed_duration_s=s.fixed_duration_s,
             rest_rate=rates["rest-embedded"],
+            fixed_clients=s.fixed_clients,
             grpc_rate=rates["grpc"],
             writecost=s.bounds_writecost,
         )

@@ -26,16 +26,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import uvloop
 
 from bench.database import Database
 from gateway.calls.orders import OrderCalls
 from gateway.protos import orders_service_pb2
-from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite import SqliteStore, Synchronous
 
 WARM_UP = 300
 BATCH = 20
@@ -81,7 +81,7 @@ class _Cancels:
 
 
 async def _measure(
-    database: Database, path: Path, synchronous: Literal["full", "normal"], sizes: Sizes
+    database: Database, path: Path, synchronous: Synchronous, sizes: Sizes
 ) -> dict[str, WriteCost]:
     store = await SqliteStore.open(str(path), synchronous=synchronous)
     try:
@@ -107,11 +107,14 @@ async def _measure(
         await store.close()
 
 
-def measure(directory: Path, sizes: Sizes = Sizes()) -> dict[tuple[str, str], WriteCost]:
-    """Medians over the rounds, each on a fresh database, by (synchronous, how written)."""
+def measure(
+    directory: Path, sizes: Sizes = Sizes(), modes: Sequence[Synchronous] = ("full", "normal")
+) -> dict[tuple[str, str], WriteCost]:
+    """Medians over the rounds, each on a fresh database, by (synchronous, how written), for each
+    of `modes`."""
     rounds: dict[tuple[str, str], list[WriteCost]] = {}
     for round_number in range(sizes.rounds):
-        for synchronous in ("full", "normal"):
+        for synchronous in modes:
             path = directory / f"writecost-{round_number}-{synchronous}.db"
             database = Database.create(path)
             database.seed(PREFIX, sizes.orders)

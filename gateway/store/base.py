@@ -10,6 +10,7 @@ If the decision raises, nothing is written and the caller hears that very error.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, Protocol, TypeVar
@@ -21,6 +22,11 @@ T = TypeVar("T")
 ANSWER_MARGIN_S = 0.02
 """How long before its deadline a call stops waiting on a busy database, for its 503 to reach the
 caller in time: a wait that ends at or past the deadline lets the caller's own timer fire first (504)."""
+
+
+def now_ms() -> int:
+    """The wall clock in epoch milliseconds, as both stores keep their rows' timestamps."""
+    return time.time_ns() // 1_000_000
 
 
 class StoredRecord(NamedTuple):

@@ -45,7 +45,7 @@ import asyncpg
 
 from gateway.domain.errors import AlreadyExists, Unavailable
 from gateway.store import postgres_events
-from gateway.store.base import ANSWER_MARGIN_S, Decide, DecideInsertion, HandleRow, StoredRecord
+from gateway.store.base import ANSWER_MARGIN_S, Decide, DecideInsertion, HandleRow, StoredRecord, now_ms
 from gateway.store.events import (
     ClaimedDelivery,
     DeliveryOutcome,
@@ -55,7 +55,7 @@ from gateway.store.events import (
     StoredEvent,
     Webhook,
 )
-from gateway.store.postgres_base import MIN_COMMIT_S, Work, answer_too_late, now_ms
+from gateway.store.postgres_base import MIN_COMMIT_S, Work, answer_too_late
 from gateway.store.postgres_base import statement_timeout as _timeout
 from gateway.store.postgres_batch import ChangeBatcher
 from gateway.store.postgres_listen import CommitListener

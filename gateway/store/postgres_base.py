@@ -1,6 +1,5 @@
 """What the PostgreSQL modules of the store share: the shape of a unit of work, how long each of
-its statements may take, the clock of the rows it writes, and the answer to a statement that did
-not finish in time."""
+its statements may take, and the answer to a statement that did not finish in time."""
 
 from __future__ import annotations
 
@@ -27,11 +26,6 @@ whether the change happened, so it gets at least this long."""
 def statement_timeout(deadline: float, floor: float = MIN_STATEMENT_S) -> float:
     """Seconds the next statement may take: what is left before `deadline`, at least `floor`."""
     return max(deadline - time.monotonic(), floor)
-
-
-def now_ms() -> int:
-    """The wall clock in epoch milliseconds, as the rows' timestamps keep it."""
-    return time.time_ns() // 1_000_000
 
 
 def answer_too_late() -> Unavailable:

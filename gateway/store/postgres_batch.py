@@ -39,8 +39,8 @@ from typing import Any, TypeVar
 
 from gateway.domain.errors import Unavailable
 from gateway.store import postgres_events
-from gateway.store.base import ANSWER_MARGIN_S, Decide, RecordWrite, StoredRecord
-from gateway.store.postgres_base import MIN_STATEMENT_S, Work, answer_too_late, now_ms, statement_timeout
+from gateway.store.base import ANSWER_MARGIN_S, Decide, RecordWrite, StoredRecord, now_ms
+from gateway.store.postgres_base import MIN_STATEMENT_S, Work, answer_too_late, statement_timeout
 from gateway.store.postgres_events import ChangedEvent
 
 T = TypeVar("T")

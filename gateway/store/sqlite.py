@@ -47,7 +47,7 @@ from typing import Literal, TypeVar
 
 from gateway.domain.errors import Unavailable
 from gateway.store import sqlite_events
-from gateway.store.base import Decide, DecideInsertion, HandleRow, StoredRecord
+from gateway.store.base import Decide, DecideInsertion, HandleRow, StoredRecord, now_ms
 from gateway.store.events import (
     ClaimedDelivery,
     DeliveryOutcome,
@@ -94,10 +94,6 @@ _INSERT_RECORD = (
 PRIVATE_DIRECTORY_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _make_private_directories(directory: Path) -> None:
@@ -363,7 +359,7 @@ class SqliteStore:
             decision = decide(self._records(db, account_id, order_handle))
             write = decision.write
             if write is not None:
-                now = _now_ms()
+                now = now_ms()
                 db.execute(_UPDATE_RECORD, (write.status, write.body, now, write.row_id))
                 event = decision.event
                 if event is not None:
@@ -385,7 +381,7 @@ class SqliteStore:
                 (account_id, *handles),
             ).fetchall()
             insertion = decide([HandleRow._make(row) for row in rows])
-            now = _now_ms()
+            now = now_ms()
             db.executemany(_INSERT_RECORD, [(account_id, *record, now, now) for record in insertion.records])
             return insertion.answer
 
@@ -404,7 +400,7 @@ class SqliteStore:
             cursor = db.execute(
                 "INSERT INTO accounts (account_id, secret_hash, created_at_ms) VALUES (?, ?, ?)"
                 " ON CONFLICT (account_id) DO NOTHING",
-                (account_id, secret_hash, _now_ms()),
+                (account_id, secret_hash, now_ms()),
             )
             return cursor.rowcount == 1
 
@@ -462,7 +458,7 @@ class SqliteStore:
 
     async def finish_delivery(self, owner: str, delivery_id: str, outcome: DeliveryOutcome) -> bool:
         def work(db: sqlite3.Connection) -> bool:
-            return sqlite_events.finish_delivery(db, owner, delivery_id, outcome, _now_ms())
+            return sqlite_events.finish_delivery(db, owner, delivery_id, outcome, now_ms())
 
         return await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
 
@@ -480,7 +476,7 @@ class SqliteStore:
 
     async def set_webhook(self, account_id: str, url: str, secret: str) -> None:
         def work(db: sqlite3.Connection) -> None:
-            sqlite_events.set_webhook(db, account_id, url, secret, _now_ms())
+            sqlite_events.set_webhook(db, account_id, url, secret, now_ms())
 
         await self._write(work, time.monotonic() + EVENT_WRITE_WAIT_S)
 

@@ -5,14 +5,14 @@
     python -m bench.ceilings naive --backend H:P --port P
                                                the issue's naive gateway, a reference, not a ceiling
 
-    rest and grpc also take, for bench/bounds.py:
+    rest and grpc also take, for bench/bounds.py, one of:
       --durable DIR   every answer waits for a durable commit without a database: a group commit
                       whose one thread appends a small batch's pages to a file in DIR and waits
                       for its fdatasync, as the product's commit thread does (DurableCommits)
-      --work-us N     N µs of CPU per request on the event loop before it answers, standing for
-                      the product's own work (bench/writecost.py measures its store write)
+      --essential DB  every request is a real cancel on the SQLite database DB, with only what a
+                      cancel cannot do without, by the product's own parts (EssentialCancel)
 
-The order is the product's own answer to a cancel of a seeded order (bench/answer.py), so a ceiling
+Without `--essential`, the order is the product's own answer to a cancel of a seeded order (bench/answer.py), so a ceiling
 writes the same bytes per request as the product does. They do no routing, no authentication, no
 store and no JSON mapping per request: the answer is built once at start-up. Each runs the way the
 product runs (one process, uvloop, aiohttp's low-level server with the same keep-alive, grpc.aio
@@ -47,10 +47,13 @@ from google.protobuf import json_format
 
 from bench.answer import cancelled_seed_order
 from bench.disk import APPEND_BYTES, FILE_LIMIT_BYTES
+from gateway.calls.auth import Authenticator, authorization_of
+from gateway.calls.orders import OrderCalls
 from gateway.jsonmap import encode_json
-from gateway.protos import SERVICE_NAME, orders_service_pb2
+from gateway.protos import SERVICE_NAME, order_pb2, orders_service_pb2
 from gateway.rpc.reflection import add_reflection
 from gateway.rpc.stubs import orders_service_grpc
+from gateway.store.sqlite import SqliteStore
 
 # The product's settings, so that only the work per request differs (gateway/rest/server.py and
 # gateway/rpc/server.py).
@@ -58,6 +61,8 @@ KEEPALIVE_TIMEOUT_S = 75.0
 GRPC_OPTIONS = [("grpc.so_reuseport", 0)]
 LAST_BANNER_LINE = "Stop with Ctrl-C or SIGTERM."
 JSON_HEADERS = {"Content-Type": "application/json"}
+DEADLINE_S = 10.0  # every call has a deadline; this one never passes here
+CANCEL_PATH = ("/orders/", "/cancel")  # what bench/wrk/cancel.lua and h2load ask for
 
 
 class DurableCommits:
@@ -114,35 +119,44 @@ class DurableCommits:
             self._committing = False
 
 
+class EssentialCancel:
+    """The least a cancel must do, by the product's own parts and with none of its transport: check
+    the credentials (the product's Authenticator, with its cache), then cancel (OrderCalls on the
+    product's SqliteStore with `synchronous=full`: the cancel rule, the write and its event, a
+    durable group commit on the commit thread). No routing, deadline, request id, metrics, access
+    log or error mapping: a refused call fails the request."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self._calls = OrderCalls(store)
+        self._authenticator = Authenticator(store)
+
+    async def cancel(self, authorization: str | None, handle: str) -> order_pb2.Order:
+        account = await self._authenticator.authenticate(authorization)
+        request = orders_service_pb2.CancelOrderRequest(order_handle=handle)
+        return await self._calls.cancel_order(account, request, time.monotonic() + DEADLINE_S)
+
+
 @dataclass(frozen=True)
 class Extra:
-    """What a ceiling does per request beyond answering: wait for a durable commit, and work."""
+    """What a ceiling does per request beyond answering: wait for a durable commit, or cancel for real."""
 
     durable: Path | None = None
-    work_us: float = 0.0
+    essential: Path | None = None
 
     def label(self) -> str:
-        parts = (["durable commit"] if self.durable else []) + (
-            [f"{self.work_us:g} µs of work"] if self.work_us else []
-        )
-        return " + ".join(parts)
+        if self.essential is not None:
+            return "the essential cancel"
+        return "durable commit" if self.durable is not None else ""
 
     def per_request(self) -> Callable[[], Awaitable[None]] | None:
         """What each request awaits before its answer, or None for nothing."""
-        if self.durable is None and not self.work_us:
+        return DurableCommits(self.durable).wait if self.durable is not None else None
+
+    async def essential_cancel(self) -> EssentialCancel | None:
+        if self.essential is None:
             return None
-        commits = DurableCommits(self.durable) if self.durable is not None else None
-        work_s = self.work_us / 1e6
-
-        async def extra() -> None:
-            if work_s:
-                until = time.perf_counter() + work_s
-                while time.perf_counter() < until:
-                    pass
-            if commits is not None:
-                await commits.wait()
-
-        return extra
+        return EssentialCancel(await SqliteStore.open(self.essential, synchronous="full"))
 
 
 def rest_handler(body: bytes, extra: Callable[[], Awaitable[None]] | None = None) -> web.Server:
@@ -154,6 +168,22 @@ def rest_handler(body: bytes, extra: Callable[[], Awaitable[None]] | None = None
         if extra is not None:
             await extra()
         return web.Response(body=body, headers=JSON_HEADERS)
+
+    return web.Server(handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
+
+
+def essential_rest_handler(essential: EssentialCancel) -> web.Server:
+    """A low-level aiohttp server that answers POST /orders/{handle}/cancel with the essential cancel
+    and the JSON of the cancelled order (the product's encoder)."""
+    start, end = CANCEL_PATH
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        await request.read()
+        path = request.path
+        if not (path.startswith(start) and path.endswith(end)):
+            raise web.HTTPNotFound()
+        order = await essential.cancel(request.headers.get("Authorization"), path[len(start) : -len(end)])
+        return web.Response(body=encode_json(order), headers=JSON_HEADERS)
 
     return web.Server(handle, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
 
@@ -178,6 +208,20 @@ class BareOrdersServicer(orders_service_grpc.OrdersServiceServicer):
         return self._response
 
 
+class EssentialOrdersServicer(orders_service_grpc.OrdersServiceServicer):
+    """CancelOrder as the essential cancel; every other method is left unimplemented."""
+
+    def __init__(self, essential: EssentialCancel) -> None:
+        self._essential = essential
+
+    async def CancelOrder(
+        self, request: orders_service_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> orders_service_pb2.CancelOrderResponse:
+        authorization = authorization_of(context.invocation_metadata())
+        order = await self._essential.cancel(authorization, request.order_handle)
+        return orders_service_pb2.CancelOrderResponse(order=order)
+
+
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -191,8 +235,12 @@ def _banner(title: str, extra: Extra) -> str:
 
 
 async def serve_rest(host: str, port: int, extra: Extra = Extra()) -> None:
-    body = encode_json(await cancelled_seed_order())
-    runner = web.ServerRunner(rest_handler(body, extra.per_request()), handle_signals=False)
+    essential = await extra.essential_cancel()
+    if essential is not None:
+        handler = essential_rest_handler(essential)
+    else:
+        handler = rest_handler(encode_json(await cancelled_seed_order()), extra.per_request())
+    runner = web.ServerRunner(handler, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -203,6 +251,8 @@ async def serve_rest(host: str, port: int, extra: Extra = Extra()) -> None:
         await _until_signalled()
     finally:
         await runner.cleanup()
+        if essential is not None:
+            await essential.store.close()
 
 
 def naive_gateway(backend: str) -> tuple[web.Application, grpc.aio.Channel]:
@@ -242,8 +292,13 @@ async def serve_naive(host: str, port: int, backend: str) -> None:
 
 async def serve_grpc(host: str, port: int, extra: Extra = Extra()) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    response = orders_service_pb2.CancelOrderResponse(order=await cancelled_seed_order())
-    servicer = BareOrdersServicer(response, extra.per_request())
+    essential = await extra.essential_cancel()
+    servicer: orders_service_grpc.OrdersServiceServicer
+    if essential is not None:
+        servicer = EssentialOrdersServicer(essential)
+    else:
+        response = orders_service_pb2.CancelOrderResponse(order=await cancelled_seed_order())
+        servicer = BareOrdersServicer(response, extra.per_request())
     orders_service_grpc.add_OrdersServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     add_reflection(server, [SERVICE_NAME])
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -256,6 +311,8 @@ async def serve_grpc(host: str, port: int, extra: Extra = Extra()) -> None:
         await _until_signalled()
     finally:
         await server.stop(0)
+        if essential is not None:
+            await essential.store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,8 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (shown in the banner)")
     parser.add_argument("--backend", help="naive: the gRPC server (host:port) it calls")
-    parser.add_argument("--durable", type=Path, help="rest, grpc: wait for a durable commit in DIR")
-    parser.add_argument("--work-us", type=float, default=0.0, help="rest, grpc: µs of CPU per request")
+    extras = parser.add_mutually_exclusive_group()
+    extras.add_argument("--durable", type=Path, help="rest, grpc: wait for a durable commit in DIR")
+    extras.add_argument("--essential", type=Path, help="rest, grpc: cancel for real on this SQLite database")
     args = parser.parse_args(argv)
     if args.kind == "naive":
         if not args.backend:
@@ -273,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Naive: the default event loop, as a first aiohttp app would run.
         asyncio.run(serve_naive(args.host, args.port, args.backend))
     else:
-        extra = Extra(args.durable, args.work_us)
+        extra = Extra(args.durable, args.essential)
         uvloop.run((serve_rest if args.kind == "rest" else serve_grpc)(args.host, args.port, extra))
     return 0
 

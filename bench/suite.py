@@ -67,7 +67,6 @@ from bench.rss import rss_bytes
 from bench.targets import JSON_SPEEDUP_OVER_MESSAGE_TO_JSON, MAX_RSS_GROWTH, RATIO_TARGETS, Target
 from bench.tools import Tools
 from bench.webhooks import Delivery, HookCounts, Receiver, WebhookRow, cancel_in_process
-from bench.writecost import Sizes
 from gateway.protos import SERVICE_NAME, orders_service_pb2, protoset_path
 
 CANCEL_METHOD = f"{SERVICE_NAME}/CancelOrder"
@@ -132,7 +131,6 @@ class Settings:
     memory_checkpoints: int = 10
     delivery_events: int = 20_000  # the backlog the delivery row drains
     disk_syncs: int = 2000  # fdatasyncs timed for the disk's floor under a durable commit (bench/disk.py)
-    bounds_writecost: Sizes = field(default_factory=lambda: Sizes(alone=100, batches=100, rounds=1))  # W
     json_repeats: int = 7
     json_repeat_s: float = 0.2
     server_log_level: str = "warning"
@@ -148,7 +146,6 @@ QUICK = Settings(
     memory_cancels=2000,
     delivery_events=1000,
     disk_syncs=100,
-    bounds_writecost=Sizes(alone=10, batches=5, rounds=1),
     json_repeats=3,
     json_repeat_s=0.02,
 )
@@ -231,7 +228,7 @@ class Outcome:
     delivery: Delivery | None = None
     memory: Memory | None = None
     disk: SyncLatency | None = None  # the fdatasync under each durable commit, alone
-    bounds: Measured | None = None  # the bare servers with only a durable commit and the store's CPU
+    bounds: Measured | None = None  # the bare servers with a durable commit, and with the essential cancel
     measurements: list[Measurement] = field(default_factory=list)
     discarded: list[Measurement] = field(default_factory=list)  # runs that outran their pool, then redone
     targets: list[Target] = field(default_factory=list)
@@ -736,9 +733,8 @@ class Bench:
             rest_rate=rates["rest-embedded"],
             fixed_clients=s.fixed_clients,
             grpc_rate=rates["grpc"],
-            writecost=s.bounds_writecost,
         )
-        progress("the bare servers with a durable commit (bench/bounds.py)")
+        progress("the bare servers with a durable commit, and with the essential cancel (bench/bounds.py)")
         return run_bounds(settings, self.workdir / "bounds", self.tools)
 
     def _memory(self) -> Memory:
@@ -835,25 +831,23 @@ _TAIL_TARGETS = {"rest-tail-over-aiohttp": "rest-embedded", "grpc-tail-over-bare
 
 
 def _bound_notes(outcome: Outcome) -> dict[str, str]:
-    """For the targets against the bare servers, what the bare server itself makes with only a durable
-    commit and the store write's CPU added (bench/bounds.py): no durable gateway does better here. For
-    `serve` over grpc-gateway, what the target leaves a request beyond that bound, against what every
-    REST cancel must do on top of it."""
+    """For the targets against the bare servers and grpc-gateway, what the bare server makes with the
+    essential cancel added (bench/bounds.py): the product's own credentials check, cancel rule, store
+    write and encoder, without its transport."""
     bounds = outcome.bounds
     if bounds is None:
         return {}
-    least = f"bare + durable commit + {bounds.work_us:g} µs"
+    least = f"bare {bounds.bound}"
     notes = {
         "grpc-over-bare": f"{least}: {bounds.over_bare('grpc', bounds.bound):.2f}x",
         "rest-tail-over-aiohttp": f"{least} at that rate: {bounds.tail_over_bare('rest'):.2f}x",
         "grpc-tail-over-bare": f"{least} at that rate: {bounds.tail_over_bare('grpc'):.2f}x",
     }
     gateway = next((r.medians["rps"] for r in outcome.rows if r.key == GRPC_GATEWAY_VARIANT), None)
-    target = next(t.bound for t in RATIO_TARGETS if t.ratio == "serve-over-grpc-gateway")
     if gateway:
+        essential = bounds.rps("rest", bounds.bound)
         notes["serve-over-grpc-gateway"] = (
-            f"{least} (REST) leaves {bounds.rest_headroom_us(target * gateway):.1f} µs a request for {target:g}x;"
-            f" the JSON answer, credentials and request message take {bounds.rest_work.total_us:.1f} µs"
+            f"{least} (REST): {essential:.0f} req/s, {essential / gateway:.2f}x grpc-gateway's"
         )
     return notes
 

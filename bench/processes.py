@@ -141,7 +141,7 @@ def start_ceiling(
     name: str | None = None,
 ) -> ServerProcess:
     """`python -m bench.ceilings KIND` (rest, grpc, or naive with its `backend`) on a free port,
-    with `options` (`--durable DIR`, `--work-us N`), its logs named `ceiling-<name or KIND>`."""
+    with `options` (`--durable DIR`, `--essential DB`), its logs named `ceiling-<name or KIND>`."""
     argv = [sys.executable, "-m", "bench.ceilings", kind, "--port", "0", *options]
     if backend is not None:
         argv += ["--backend", backend]

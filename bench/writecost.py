@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from gateway.store.sqlite import SqliteStore, Synchronous
 WARM_UP = 300
 BATCH = 20
 PREFIX = "cost-"
+SYNCHRONOUS: tuple[Synchronous, ...] = ("full", "normal")
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,11 @@ async def _measure(
         await store.close()
 
 
-def measure(
-    directory: Path, sizes: Sizes = Sizes(), modes: Sequence[Synchronous] = ("full", "normal")
-) -> dict[tuple[str, str], WriteCost]:
-    """Medians over the rounds, each on a fresh database, by (synchronous, how written), for each
-    of `modes`."""
+def measure(directory: Path, sizes: Sizes = Sizes()) -> dict[tuple[str, str], WriteCost]:
+    """Medians over the rounds, each on a fresh database, by (synchronous, how written)."""
     rounds: dict[tuple[str, str], list[WriteCost]] = {}
     for round_number in range(sizes.rounds):
-        for synchronous in modes:
+        for synchronous in SYNCHRONOUS:
             path = directory / f"writecost-{round_number}-{synchronous}.db"
             database = Database.create(path)
             database.seed(PREFIX, sizes.orders)

@@ -55,9 +55,9 @@ from bench.load import (
     GrpcCall,
     LoadResult,
     LoadToolFailed,
+    pool_size,
     run_ghz,
     run_wrk,
-    wrk_pool_size,
     wrk_request_cap,
 )
 from bench.postgres import free_port
@@ -369,11 +369,12 @@ class AB:
             raise ServerFailed(f"seeding {count} orders {prefix}0 ... printed {printed.strip()!r}")
 
     def pool(self, row: Row, requests: float) -> int:
-        """Orders to seed for `requests` requests of `row`, with room for those in flight (suite.py's)."""
-        requests = max(MIN_POOL, math.ceil(requests))
-        if row.transport == "rest":
-            return wrk_pool_size(self.settings.threads, self.settings.connections, requests)
-        return requests + self.settings.connections
+        """Orders to seed for `requests` requests of `row`, with room for those in flight
+        (bench/load.py's pool_size, as suite.py's)."""
+        s = self.settings
+        return pool_size(
+            row.transport, max(MIN_POOL, math.ceil(requests)), threads=s.threads, connections=s.connections
+        )
 
     def start(self, revision: Revision, row: Row, database: Database, where: Path) -> Servers:
         common = ["--database", database.url, "--no-demo", "--log-level", self.settings.server_log_level]

@@ -47,11 +47,11 @@ from bench.load import (
     GrpcCall,
     LoadResult,
     fixed_rate_clients,
-    h2load_pool_size,
+    fixed_rate_pool_size,
+    pool_size,
     run_ghz,
     run_h2load_fixed_rate,
     run_wrk,
-    wrk_pool_size,
     wrk_request_cap,
 )
 from bench.processes import REPO, ServerProcess, start_ceiling
@@ -114,14 +114,15 @@ def _prefix(transport: str, phase: str) -> str:
 
 def _closed_pool(transport: str, settings: Settings) -> int:
     requests = settings.duration_s * MOST_RPS[transport]
-    return wrk_pool_size(WRK_THREADS, CONNECTIONS, requests) if transport == "rest" else requests
+    return pool_size(transport, requests, threads=WRK_THREADS, connections=CONNECTIONS)
 
 
 def _fixed_pool(transport: str, settings: Settings) -> int:
-    rate, duration_s = settings.rate(transport), settings.fixed_duration_s
-    if transport == "rest":
-        return h2load_pool_size(rate, fixed_rate_clients(rate, settings.fixed_clients), duration_s)
-    return math.ceil(rate * duration_s * 1.2) + CONNECTIONS
+    rate = settings.rate(transport)
+    clients = fixed_rate_clients(rate, settings.fixed_clients)
+    return fixed_rate_pool_size(
+        transport, rate, settings.fixed_duration_s, clients=clients, connections=CONNECTIONS
+    )
 
 
 def seed(directory: Path, settings: Settings) -> dict[str, Database]:

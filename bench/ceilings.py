@@ -12,14 +12,14 @@
       --essential DB  every request is a real cancel on the SQLite database DB, with only what a
                       cancel cannot do without, by the product's own parts (EssentialCancel)
 
-Without `--essential`, the order is the product's own answer to a cancel of a seeded order (bench/answer.py), so a ceiling
-writes the same bytes per request as the product does. They do no routing, no authentication, no
-store and no JSON mapping per request: the answer is built once at start-up. Each runs the way the
-product runs (one process, uvloop, aiohttp's low-level server with the same keep-alive, grpc.aio
-with the same options), so what the product adds on top of them is what its own code costs. The
-gRPC one serves the same service and method, with reflection, so the same ghz call (reflection or
---protoset) works against both. Like the product, each prints a banner with its bound port on
-stdout and stops on SIGTERM or SIGINT.
+Without `--essential`, the order is the product's own answer to a cancel of a seeded order
+(bench/answer.py), so a ceiling writes the same bytes per request as the product does. They do no
+routing, no authentication, no store and no JSON mapping per request: the answer is built once at
+start-up. Each runs the way the product runs (one process, uvloop, aiohttp's low-level server with
+the same keep-alive, grpc.aio with the same options), so what the product adds on top of them is
+what its own code costs. The gRPC one serves the same service and method, with reflection, so the
+same ghz call (reflection or --protoset) works against both. Like the product, each prints a banner
+with its bound port on stdout and stops on SIGTERM or SIGINT.
 
 The naive gateway is the one issue 5 calibrates its targets with ("aiohttp -> grpc.aio over
 loopback -> json_format", 0.14 of its aiohttp ceiling): a `web.Application` route on the default

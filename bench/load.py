@@ -35,6 +35,7 @@ SLOWEST_RATE_PER_S = 50
 # An HTTP/1.1 connection carries one request at a time: at a fixed rate each h2load connection is
 # kept well below what it could carry, so that requests seldom wait for it (see run_h2load_fixed_rate).
 MAX_FIXED_RATE_PER_CONNECTION = 250.0
+FIXED_RATE_MARGIN = 1.2  # handles seeded for a fixed-rate run over what its rate asks for
 TOOL_GRACE_S = 120.0
 
 
@@ -109,6 +110,24 @@ def _run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[s
 
 
 # wrk -------------------------------------------------------------------------------------------
+
+
+def pool_size(transport: str, requests: float, *, threads: int, connections: int) -> int:
+    """Orders to seed for `requests` requests at full speed, with room for those in flight: wrk's
+    (REST, `threads` threads over `connections`) or ghz's (gRPC, `connections` calls in flight)."""
+    if transport == "rest":
+        return wrk_pool_size(threads, connections, math.ceil(requests))
+    return math.ceil(requests) + connections
+
+
+def fixed_rate_pool_size(
+    transport: str, rate: float, duration_s: float, *, clients: int, connections: int
+) -> int:
+    """Orders to seed for a fixed-rate run: h2load over `clients` connections (REST, see
+    h2load_pool_size) or ghz with `connections` calls in flight (gRPC), with a margin over its rate."""
+    if transport == "rest":
+        return h2load_pool_size(rate, clients, duration_s)
+    return math.ceil(rate * duration_s * FIXED_RATE_MARGIN) + connections
 
 
 def wrk_pool_size(threads: int, connections: int, requests: int) -> int:
@@ -280,7 +299,7 @@ def h2load_pool_size(rate: float, clients: int, duration_s: float) -> int:
 
 
 def _h2load_slice(rate: float, clients: int, duration_s: float) -> int:
-    return math.ceil(rate / clients * duration_s * 1.2) + 20
+    return math.ceil(rate / clients * duration_s * FIXED_RATE_MARGIN) + 20
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,11 @@ from bench.load import (
     GrpcCall,
     LoadResult,
     fixed_rate_clients,
-    h2load_pool_size,
+    fixed_rate_pool_size,
+    pool_size,
     run_ghz,
     run_h2load_fixed_rate,
     run_wrk,
-    wrk_pool_size,
     wrk_request_cap,
 )
 from bench.pgserver import MISSING_BINARIES, BenchPostgres, PostgresInfo, find_binaries
@@ -662,9 +662,8 @@ class Bench:
 
     def _pool(self, variant: Variant, requests: float) -> int:
         """Orders to seed for `requests` requests of `variant`, with room for those in flight."""
-        if variant.transport == "rest":
-            return wrk_pool_size(self.settings.threads, self.settings.connections, math.ceil(requests))
-        return math.ceil(requests) + self.settings.connections
+        s = self.settings
+        return pool_size(variant.transport, requests, threads=s.threads, connections=s.connections)
 
     def _warm_up(self) -> None:
         """A fixed number of requests per variant: code paths warm, and a first estimate of its rate."""
@@ -708,14 +707,15 @@ class Bench:
         assert variant.ceiling is not None
         database = self.endpoints[variant.key].database
         assert database is not None
-        requests = rate * self.settings.fixed_duration_s
-        clients = fixed_rate_clients(rate, self.settings.fixed_clients)
+        s = self.settings
+        clients = fixed_rate_clients(rate, s.fixed_clients)
+        pool = fixed_rate_pool_size(
+            variant.transport, rate, s.fixed_duration_s, clients=clients, connections=s.connections
+        )
         if variant.transport == "rest":
-            pool = h2load_pool_size(rate, clients, self.settings.fixed_duration_s)
             tool = f"h2load --rps, {clients} connections"
         else:
-            pool = self._pool(variant, requests * 1.2)
-            tool = f"ghz --rps, concurrency {self.settings.connections}"
+            tool = f"ghz --rps, concurrency {s.connections}"
         prefix = _prefix("fixed", variant)
         database.seed(prefix, pool)
         result = self._measure(variant, "fixed", prefix, pool, rate=rate, clients=clients)

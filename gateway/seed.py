@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from gateway.calls.orders import insertion_of
 from gateway.domain.tracking import build_orders, handle_histories
 from gateway.protos import order_pb2, orders_service_pb2
-from gateway.store.base import HandleRow, Insertion, OrderStore
+from gateway.store.base import HandleRow, Insertion, OrderStore, now_ms
 
 BATCH = 1000
 _DESTINATION = order_pb2.Destination(
@@ -44,7 +44,7 @@ async def seed_orders(store: OrderStore, account_id: str, count: int, prefix: st
             orders = build_orders(
                 request,
                 history,
-                now_ms=time.time_ns() // 1_000_000,
+                now_ms=now_ms(),
                 route_handle=str(uuid.uuid4()),
                 new_share_url=lambda: "https://trck.at/load",
             )

@@ -8,7 +8,6 @@ writes what the decision asks for, or nothing, and answers once that is committe
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -29,6 +28,7 @@ from gateway.store.base import (
     OrderStore,
     RecordWrite,
     StoredRecord,
+    now_ms,
 )
 
 Rule = Callable[[order_pb2.Order, json_pb2.JsonObject, int], bool]
@@ -142,10 +142,6 @@ def decide_track(
     return insertion_of(orders)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _share_url() -> str:
     return SHARE_URL_BASE + "".join(secrets.choice(SHARE_TOKEN_ALPHABET) for _ in range(10))
 
@@ -161,7 +157,7 @@ class OrderCalls:
         self,
         store: OrderStore,
         *,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
         new_route_handle: Callable[[], str] = lambda: str(uuid.uuid4()),
         new_share_url: Callable[[], str] = _share_url,
     ) -> None:

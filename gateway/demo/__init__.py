@@ -19,7 +19,7 @@ from gateway.calls.orders import insertion_of
 from gateway.domain.tracking import build_orders
 from gateway.jsonmap import decode
 from gateway.protos import order_pb2, orders_service_pb2
-from gateway.store.base import HandleRow, Insertion, OrderStore
+from gateway.store.base import HandleRow, Insertion, OrderStore, now_ms
 
 DEMO_ACCOUNT = "demo"
 DEMO_SECRET = "demo-secret"
@@ -63,7 +63,7 @@ async def install_demo(store: OrderStore) -> None:
             orders += build_orders(
                 missing,
                 {},
-                now_ms=time.time_ns() // 1_000_000,
+                now_ms=now_ms(),
                 route_handle="0b0c2a4e-5a3f-4d8e-9f6a-2b1d3c4e5f60",
                 new_share_url=lambda: "https://trck.at/demo",
             )

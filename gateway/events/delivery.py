@@ -35,6 +35,7 @@ import orjson
 from gateway.events.signing import SIGNATURE_HEADER, signature_header
 from gateway.jsonmap import encode
 from gateway.protos import events_pb2
+from gateway.store.base import now_ms
 from gateway.store.events import ClaimedDelivery, DeliveryOutcome, DeliveryState, EventStore
 
 log = logging.getLogger(__name__)
@@ -179,10 +180,6 @@ async def _start_of_answer(response: aiohttp.ClientResponse) -> str | None:
     return data.decode("utf-8", errors="replace")[:RESPONSE_TEXT_CHARS]
 
 
-def _epoch_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def new_owner() -> str:
     """A lease owner unique to this process: host, pid, and a random part (a pid comes back)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -198,7 +195,7 @@ class DeliveryWorker:
         *,
         observer: DeliveryObserver | None = None,
         owner: str | None = None,
-        clock: Callable[[], int] = _epoch_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._store = store
         self._settings = settings

@@ -9,8 +9,9 @@ still collide in the catalogue.
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+from gateway.store.base import now_ms
 
 # Any fixed 64-bit number serves, as long as nothing else in the database uses it
 # for another purpose: the ASCII of "htgwmigr". The gateway's per-handle locks use
@@ -122,7 +123,7 @@ async def migrate(connection: Any) -> int:
                     "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
                     number,
                     name,
-                    time.time_ns() // 1_000_000,
+                    now_ms(),
                 )
         version = number
     return version

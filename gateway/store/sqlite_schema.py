@@ -7,7 +7,8 @@ apply a migration while the others wait for the lock, then see it recorded.
 from __future__ import annotations
 
 import sqlite3
-import time
+
+from gateway.store.base import now_ms
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -100,7 +101,7 @@ def migrate(db: sqlite3.Connection) -> int:
                         db.execute(statement)
                 db.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
-                    (number, name, time.time_ns() // 1_000_000),
+                    (number, name, now_ms()),
                 )
             db.execute("COMMIT")
         except BaseException:
